@@ -30,7 +30,8 @@ IM_END = "<|im_end|>"
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
 
 #: Everything that shapes the tiny model. Changing a value changes the cache key, so the
-#: model is rebuilt exactly when its recipe changes.
+#: model is rebuilt exactly when its recipe changes; a change to the build code below bumps
+#: ``format_version`` for the same reason.
 TINY_RECIPE: dict[str, int] = {
     "vocab_size": 4096,
     "min_frequency": 2,
@@ -40,7 +41,7 @@ TINY_RECIPE: dict[str, int] = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
     "max_position_embeddings": 2048,
-    "format_version": 1,
+    "format_version": 2,
 }
 
 _CORPUS_SUFFIXES = {".json", ".jsonl", ".txt", ".md"}
@@ -130,7 +131,8 @@ def build_model(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2ForCausalLM:
         num_attention_heads=TINY_RECIPE["num_attention_heads"],
         num_key_value_heads=TINY_RECIPE["num_key_value_heads"],
         max_position_embeddings=TINY_RECIPE["max_position_embeddings"],
-        tie_word_embeddings=True,
+        # Untied, as in Qwen2.5-7B: tied random embeddings make the model echo its last input token.
+        tie_word_embeddings=False,
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
         pad_token_id=tokenizer.pad_token_id,
