@@ -152,6 +152,10 @@ class OpenAICompatibleBackend:
             )
         except OpenAIError as error:
             raise BackendError(f"{self.name} failed after retries: {error}") from error
+        except ValueError as error:  # a 200 whose body is not JSON (a proxy's HTML page, say)
+            raise BackendError(f"{self.name} sent a reply that is not JSON: {error}") from error
+        if not getattr(response, "choices", None):
+            raise BackendError(f"{self.name} sent a reply without choices: {str(response)[:200]}")
         content = response.choices[0].message.content
         return content or ""
 
