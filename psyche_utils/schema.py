@@ -85,7 +85,8 @@ class Rejection:
 
     def __str__(self) -> str:
         record = f" [id {self.record_id}]" if self.record_id else ""
-        return f"{self.source}, {self.unit} {self.line}{record}, field '{self.field}': {self.reason}"
+        where = f", {self.unit} {self.line}" if self.line > 0 else ""
+        return f"{self.source}{where}{record}, field '{self.field}': {self.reason}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,7 +98,7 @@ class DataError(ValueError):
     def __init__(self, rejections: list[Rejection]):
         self.rejections = list(rejections)
         lines = "\n".join(f"  - {rejection}" for rejection in self.rejections)
-        super().__init__(f"{len(self.rejections)} bad record(s):\n{lines}")
+        super().__init__(f"{len(self.rejections)} problem(s) in the records:\n{lines}")
 
 
 def normalize_answer(value: Any) -> str:
@@ -247,11 +248,11 @@ def read_records(path: str | Path) -> tuple[list[tuple[int, Any]], list[Rejectio
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise DataError([Rejection(_display(path), error.lineno, None, "<json>", f"not valid JSON: {error.msg}")]) from None
+            raise DataError([Rejection(display_path(path), error.lineno, None, "<json>", f"not valid JSON: {error.msg}")]) from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
-            raise DataError([Rejection(_display(path), 1, None, "<json>", "expected a JSON array of records")])
+            raise DataError([Rejection(display_path(path), 1, None, "<json>", "expected a JSON array of records")])
         return [(index, record) for index, record in enumerate(data, 1)], [], "record"
     records: list[tuple[int, Any]] = []
     rejections: list[Rejection] = []
@@ -261,11 +262,11 @@ def read_records(path: str | Path) -> tuple[list[tuple[int, Any]], list[Rejectio
         try:
             records.append((line_number, json.loads(line)))
         except json.JSONDecodeError as error:
-            rejections.append(Rejection(_display(path), line_number, None, "<json>", f"not valid JSON: {error.msg} (column {error.colno})"))
+            rejections.append(Rejection(display_path(path), line_number, None, "<json>", f"not valid JSON: {error.msg} (column {error.colno})"))
     return records, rejections, "line"
 
 
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
     """A path as messages show it: relative to the repository when inside it."""
     try:
         return str(path.resolve().relative_to(REPO_ROOT))
@@ -290,7 +291,7 @@ def _load(
     location = Path(path)
     if location.is_file():
         numbered, rejections, unit = read_records(location)
-        source = _display(location)
+        source = display_path(location)
     elif location.is_dir() or (isinstance(path, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", path)):
         numbered, rejections, unit = _dataset_records(str(path), split), [], "row"
         source = f"{path} [{split}]"
