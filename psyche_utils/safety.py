@@ -324,12 +324,13 @@ class Hotline:
     region: str
     kind: str  # "emergency" | "crisis_line"
     hours: str
+    hours_zh: str
     status: str  # "verified" | "unconfirmed"
     checked: str
     sources: tuple[dict[str, str], ...]
 
 
-_HOTLINE_FIELDS = ("id", "name_zh", "name_en", "number", "region", "kind", "hours", "status", "checked", "sources")
+_HOTLINE_FIELDS = ("id", "name_zh", "name_en", "number", "region", "kind", "hours", "hours_zh", "status", "checked", "sources")
 
 
 def load_hotlines(path: str | Path = HOTLINES_PATH) -> list[Hotline]:
@@ -382,13 +383,13 @@ class Referral:
 
     def _parts(self, lang: str) -> tuple[str, list[str]]:
         usable = self._usable(lang)
-        name = "name_zh" if lang == "zh" else "name_en"
+        name, hours = ("name_zh", "hours_zh") if lang == "zh" else ("name_en", "hours")
         separator = "、" if lang == "zh" else ", "
         emergency = separator.join(
             f"{h.number}" + (f" ({h.region})" if lang == "en" else "") for h in usable if h.kind == "emergency"
         )
         template = self.templates[lang]["hotline_line"]
-        lines = [template.format(name=getattr(h, name), number=h.number, hours=h.hours) for h in usable if h.kind == "crisis_line"]
+        lines = [template.format(name=getattr(h, name), number=h.number, hours=getattr(h, hours)) for h in usable if h.kind == "crisis_line"]
         return emergency, lines
 
     def reply(self, result: ScreenResult, text: str) -> str:
