@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,12 +24,20 @@ from psyche_utils.schema import Question
 # --------------------------------------------------------------------------- structural checks
 
 
-def structural_problems(question: Question, *, expected_options: int = 4, min_stem_chars: int = 8) -> list[str]:
-    """Problems a rule can see without understanding psychology; an empty list means none."""
+def _option_key(text: str) -> str:
+    """Options compared for sameness: width and case folded, spaces dropped ("-2" stays unlike "2")."""
+    return "".join(unicodedata.normalize("NFKC", text).lower().split())
+
+
+def structural_problems(question: Question, *, expected_options: int = 4, min_stem_chars: int = 4) -> list[str]:
+    """Problems a rule can see without understanding psychology; an empty list means none.
+
+    "Every option correct" is not a problem: exam banks have real ABCD multiple-answer items.
+    """
     problems = []
     if len(question.options) != expected_options:
         problems.append(f"has {len(question.options)} options, expected {expected_options}")
-    texts = [normalize_for_matching(text) for text in question.options.values()]
+    texts = [_option_key(text) for text in question.options.values()]
     repeated = sorted(letter for letter, text in zip(question.options, texts) if texts.count(text) > 1)
     if repeated:
         problems.append(f"options {', '.join(repeated)} say the same thing")
@@ -36,8 +45,6 @@ def structural_problems(question: Question, *, expected_options: int = 4, min_st
         problems.append(f"stem shorter than {min_stem_chars} characters")
     if not question.explanation.strip():
         problems.append("no explanation")
-    if question.question_type == "multi" and len(question.answer) == len(question.options):
-        problems.append("every option is correct")
     return problems
 
 
@@ -139,7 +146,7 @@ def quality_filter(
     on_unscored: str = "keep",
     settings: GenerationSettings | None = None,
     expected_options: int = 4,
-    min_stem_chars: int = 8,
+    min_stem_chars: int = 4,
 ) -> QualityResult:
     """Reject structurally broken questions, then keep those the judge scores >= ``threshold``.
 

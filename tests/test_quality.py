@@ -37,9 +37,11 @@ def test_structural_problems():
     assert structural_problems(q()) == []
     assert structural_problems(q(options={"A": "自我", "B": "本我", "C": "自 我", "D": "超我"}, answer="A")) == ["options A, C say the same thing"]
     assert structural_problems(q(options={"A": "x", "B": "y", "C": "z"}, answer="A")) == ["has 3 options, expected 4"]
-    assert structural_problems(q(stem="遗忘？")) == ["stem shorter than 8 characters"]
+    assert structural_problems(q(options={"A": "1", "B": "2", "C": "-2", "D": "２"}, answer="B")) == ["options B, D say the same thing"]
+    assert structural_problems(q(stem="遗忘？")) == ["stem shorter than 4 characters"]
+    assert structural_problems(q(stem="效度是指（ ）。")) == []
     assert structural_problems(q(explanation=" ")) == ["no explanation"]
-    assert structural_problems(q(answer="ABCD")) == ["every option is correct"]
+    assert structural_problems(q(answer="ABCD")) == []  # real exam items can have every option correct
 
 
 @pytest.mark.parametrize(
@@ -81,7 +83,7 @@ def test_filter_decisions():
     assert decisions["good"].score == 5 and decisions["good"].why == "score 5 >= 3"
     assert decisions["low"].judge_reason == "太简单"
     assert decisions["junk"].needs_review and "no readable score" in decisions["junk"].why
-    assert decisions["broken"].structural == ("stem shorter than 8 characters",)
+    assert decisions["broken"].structural == ("stem shorter than 4 characters",)
     assert result.summary() == {
         "kept": 2, "rejected_structure": 1, "rejected_low_score": 1, "rejected_unscored": 0, "scored": 2, "unscored_kept_for_review": 1,
     }
@@ -97,6 +99,6 @@ def test_threshold_and_unscored_policy_change_the_outcome():
 
 
 def test_without_a_judge_only_structure_decides():
-    result = quality_filter([q(), q("bad", "太短？")], None)
+    result = quality_filter([q(), q("bad", "短？")], None)
     assert [x.id for x in result.kept] == ["q1"]
     assert result.by_id()["q1"].why == "no judge configured; kept for human review"
