@@ -20,7 +20,7 @@ _CJK_CHAR = re.compile(f"[{CJK}]")
 # Full-width marks that count as "Chinese context" for the punctuation rule.
 _CJK_PUNCT = "，。？！：；、（）“”‘’《》【】……—"
 
-def _neighbour(text: str, index: int, step: int) -> str:
+def _neighbour(text: Sequence[str], index: int, step: int) -> str:
     """The nearest character to one side of ``index`` that is not a space ("" at the ends)."""
     index += step
     while 0 <= index < len(text) and text[index] in " \t\u3000":
@@ -118,7 +118,7 @@ def normalize_punctuation(text: str) -> str:
     for index, char in enumerate(text):
         if char not in _HALF_TO_FULL:
             continue
-        before, after = _neighbour("".join(chars[:index]), index, -1), _neighbour(text, index, 1)
+        before, after = _neighbour(chars, index, -1), _neighbour(text, index, 1)
         if char == "." and (before.isascii() and before.isalnum() and (after.isascii() and after.isalnum() or not after)):
             continue  # 3.5, e.g. or a trailing English full stop
         if _is_chinese_context(before) or (after and _CJK_CHAR.match(after)):
