@@ -232,3 +232,23 @@ def test_tables_and_plots():
     assert list(table.index[:2]) == ["tiny-base", "Qwen2.5-7B-Instruct"] and table.loc["tiny-base", "source"] == "ours"
     assert plot_pceb_bars(table) is not None
     assert plot_empathy_radar({"a": {k: 1.0 for k in DIMENSIONS}, "none": {k: math.nan for k in DIMENSIONS}}) is not None
+
+
+def test_find_checkpoints_lists_what_exists_and_what_is_missing(tmp_path, monkeypatch, tiny_model_path):
+    from psyche_utils.evaluation import checkpoints as ckpt
+    from psyche_utils.profiles import get_profile
+
+    monkeypatch.setenv("PSYCHE_OUTPUTS", str(tmp_path))
+    monkeypatch.setattr(ckpt, "base_model_source", lambda profile: str(tiny_model_path))
+    found, missing = ckpt.find_checkpoints(get_profile("tiny"))
+    assert [c.stage for c in found] == ["base"] and found[0].path is None
+    assert len(missing) == 2 and "03_sft" in missing[0] and "04_grpo" in missing[1]
+
+    sft = tmp_path / "models" / "tiny" / "sft"
+    sft.mkdir(parents=True)
+    (sft / "config.json").write_text("{}", encoding="utf-8")
+    found, missing = ckpt.find_checkpoints(get_profile("tiny"))
+    assert [c.stage for c in found] == ["base", "sft"] and found[1].path == sft and len(missing) == 1
+    before = found[1].name
+    (sft / "model.safetensors").write_bytes(b"retrained")
+    assert ckpt.find_checkpoints(get_profile("tiny"))[0][1].name != before  # new weights, new cache name
