@@ -20,7 +20,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 from psyche_utils.answers import split_reasoning
-from psyche_utils.formatting import Rejection
+from psyche_utils.formatting import Exclusion
 from psyche_utils.llm import ChatBackend, GenerationSettings, Messages
 from psyche_utils.paths import CONFIGS_DIR
 from psyche_utils.prompts import SYSTEM_PROMPT_GENERAL
@@ -192,7 +192,7 @@ def choose_dialogues(
     *,
     use_shipped_replies: bool = True,
     checks: ReplyChecks = ReplyChecks(),
-) -> tuple[list[Dialogue], list[Rejection]]:
+) -> tuple[list[Dialogue], list[Exclusion]]:
     """An accepted rewrite when there is one, else the shipped reply if it passes the same checks.
 
     ``results`` may cover only some posts. Every failed rewrite and every post left out is
@@ -200,22 +200,22 @@ def choose_dialogues(
     """
     by_id = {result.post_id: result for result in results}
     chosen: list[Dialogue] = []
-    rejections: list[Rejection] = []
+    exclusions: list[Exclusion] = []
     for post in posts:
         result = by_id.get(post.id)
         if result is not None and result.accepted:
             chosen.append(Dialogue(post, result.reasoning, result.reply.strip(), "teacher_dialogue"))
             continue
         if result is not None:
-            rejections.extend(
-                Rejection(post.id, "dialogue_rewrite", reason_category(reason), reason) for reason in result.reasons
+            exclusions.extend(
+                Exclusion(post.id, "dialogue_rewrite", reason_category(reason), reason) for reason in result.reasons
             )
         if not use_shipped_replies:
-            rejections.append(Rejection(post.id, "dialogue", "no accepted rewrite"))
+            exclusions.append(Exclusion(post.id, "dialogue", "no accepted rewrite"))
             continue
         problems = check_reply(post.post, post.reply, terms, checks)
         if problems:
-            rejections.append(Rejection(post.id, "dialogue", "shipped reply fails checks", "; ".join(problems)))
+            exclusions.append(Exclusion(post.id, "dialogue", "shipped reply fails checks", "; ".join(problems)))
             continue
         chosen.append(Dialogue(post, "", post.reply.strip(), "shipped_reply"))
-    return chosen, rejections
+    return chosen, exclusions

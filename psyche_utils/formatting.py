@@ -37,7 +37,7 @@ class RecordError(ValueError):
 
 
 @dataclass(frozen=True)
-class Rejection:
+class Exclusion:
     """One item left out of a training set, and why (so nothing disappears silently)."""
 
     id: str
@@ -227,13 +227,13 @@ def token_lengths(tokenizer: Any, conversations: Sequence[Messages], *, add_gene
 
 def filter_by_tokens(
     records: Sequence[dict[str, Any]], tokenizer: Any, max_tokens: int, *, kind: str
-) -> tuple[list[dict[str, Any]], list[Rejection], list[int]]:
+) -> tuple[list[dict[str, Any]], list[Exclusion], list[int]]:
     """Keep records that fit the budget; report the rest.
 
     For GRPO the budget applies to the prompt (with the generation prompt appended), because
     TRL no longer truncates prompts. For SFT it applies to the whole conversation, because
     truncation would cut off the answer the example exists to teach. Returns the kept records,
-    the rejections and the measured length of every input record (for plots).
+    the exclusions and the measured length of every input record (for plots).
     """
     if kind not in VALIDATORS:
         raise ValueError(f"kind must be 'sft' or 'grpo', got {kind!r}")
@@ -241,15 +241,15 @@ def filter_by_tokens(
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
     field = "messages" if kind == "sft" else "prompt"
     lengths = token_lengths(tokenizer, [record[field] for record in records], add_generation_prompt=kind == "grpo")
-    kept, rejected = [], []
+    kept, removed = [], []
     for record, length in zip(records, lengths):
         if length <= max_tokens:
             kept.append(record)
         else:
-            rejected.append(
-                Rejection(record["id"], f"{kind}_token_budget", "over token budget", f"{length} > {max_tokens} tokens")
+            removed.append(
+                Exclusion(record["id"], f"{kind}_token_budget", "over token budget", f"{length} > {max_tokens} tokens")
             )
-    return kept, rejected, lengths
+    return kept, removed, lengths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,9 +265,9 @@ def _counts(records: Iterable[Mapping[str, Any]], field: str) -> dict[str, int]:
     return dict(sorted(Counter(str(record.get(field, "")) for record in records).items()))
 
 
-def rejection_counts(rejections: Iterable[Rejection]) -> dict[str, int]:
+def exclusion_counts(exclusions: Iterable[Exclusion]) -> dict[str, int]:
     """Rejections counted by "stage: reason", in a stable order."""
-    return dict(sorted(Counter(f"{item.stage}: {item.reason}" for item in rejections).items()))
+    return dict(sorted(Counter(f"{item.stage}: {item.reason}" for item in exclusions).items()))
 
 
 def build_card(
@@ -277,7 +277,7 @@ def build_card(
     file_name: str,
     sha256: str,
     settings: Mapping[str, Any],
-    rejections: Iterable[Rejection],
+    exclusions: Iterable[Exclusion],
 ) -> dict[str, Any]:
     """The card: what is in the file, what was left out, how it was made, and its hash."""
     card: dict[str, Any] = {"file": file_name, "kind": kind, "records": len(records)}
@@ -286,7 +286,7 @@ def build_card(
         card["by_rationale_origin"] = _counts(records, "rationale_origin")
     card["by_question_type"] = _counts(records, "question_type")
     card["by_subject"] = _counts(records, "subject")
-    card["rejections"] = rejection_counts(rejections)
+    card["exclusions"] = exclusion_counts(exclusions)
     card["settings"] = dict(settings)
     card["sha256"] = sha256
     return card
@@ -298,7 +298,7 @@ def write_dataset(
     *,
     kind: str,
     settings: Mapping[str, Any],
-    rejections: Iterable[Rejection] = (),
+    exclusions: Iterable[Exclusion] = (),
 ) -> dict[str, Any]:
     """Validate, write JSONL (one record per line, UTF-8) and the card beside it; return the card.
 
@@ -322,7 +322,7 @@ def write_dataset(
         file_name=path.name,
         sha256=hashlib.sha256(payload).hexdigest(),
         settings=settings,
-        rejections=rejections,
+        exclusions=exclusions,
     )
     card_path(path).write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return card
@@ -355,14 +355,14 @@ def verify_card(path: Path) -> dict[str, Any]:
     if digest != card["sha256"]:
         raise RecordError(f"{card_path(path)}: field 'sha256' does not match {path.name}")
     expected = build_card(
-        records, kind=card["kind"], file_name=path.name, sha256=digest, settings=card["settings"], rejections=()
+        records, kind=card["kind"], file_name=path.name, sha256=digest, settings=card["settings"], exclusions=()
     )
     for field, value in expected.items():
-        if field != "rejections" and card.get(field) != value:
+        if field != "exclusions" and card.get(field) != value:
             raise RecordError(f"{card_path(path)}: field {field!r} is {card.get(field)!r}, the file gives {value!r}")
     return card
 
 
-def rejection_rows(rejections: Iterable[Rejection]) -> list[dict[str, str]]:
+def exclusion_rows(exclusions: Iterable[Exclusion]) -> list[dict[str, str]]:
     """Rejections as plain rows for a table."""
-    return [asdict(item) for item in rejections]
+    return [asdict(item) for item in exclusions]

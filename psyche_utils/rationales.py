@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from psyche_utils.answers import extract_answer, split_reasoning
-from psyche_utils.formatting import Rejection, question_user_text
+from psyche_utils.formatting import Exclusion, question_user_text
 from psyche_utils.llm import ChatBackend, GenerationSettings, Messages
 from psyche_utils.prompts import SYSTEM_PROMPT_CASE, SYSTEM_PROMPT_GENERAL
 from psyche_utils.schema import Question
@@ -375,6 +375,21 @@ def acceptance_by_round(results: Sequence[RationaleResult]) -> list[dict[str, An
     return rows
 
 
+def reason_category(reason: str) -> str:
+    """A countable category for a judgement reason ("answered B, gold is C; ..." -> "wrong answer")."""
+    first = reason.split(";", 1)[0]
+    return "wrong answer" if first.startswith("answered") else first
+
+
+def unaccepted(results: Sequence[RationaleResult]) -> list[Exclusion]:
+    """One entry per question the teacher never got right, with the reason of its last attempt."""
+    return [
+        Exclusion(r.question_id, "teacher_rationale", reason_category(r.history[-1].reason), r.history[-1].reason)
+        for r in results
+        if not r.accepted and r.history
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # Choosing the rationale each SFT question is trained on
 
@@ -394,7 +409,7 @@ def choose_rationales(
     results: Sequence[RationaleResult],
     *,
     use_seed_explanations: bool = True,
-) -> tuple[dict[str, Rationale], list[Rejection]]:
+) -> tuple[dict[str, Rationale], list[Exclusion]]:
     """An accepted teacher rationale when there is one, else the question's written explanation.
 
     ``results`` may cover only some questions (a run can limit how many go through the
@@ -402,7 +417,7 @@ def choose_rationales(
     """
     by_id = {result.question_id: result for result in results}
     chosen: dict[str, Rationale] = {}
-    rejections: list[Rejection] = []
+    exclusions: list[Exclusion] = []
     for question in questions:
         result = by_id.get(question.id)
         if result is not None and result.accepted:
@@ -413,5 +428,5 @@ def choose_rationales(
             why = "teacher rationale not accepted" if result is not None else "not sent to the teacher"
             if use_seed_explanations:
                 why += " and no written explanation"
-            rejections.append(Rejection(question.id, "rationale", "no usable rationale", why))
-    return chosen, rejections
+            exclusions.append(Exclusion(question.id, "rationale", "no usable rationale", why))
+    return chosen, exclusions

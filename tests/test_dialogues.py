@@ -12,7 +12,7 @@ from psyche_utils.dialogues import (
     rewrite_dialogues,
     rewrite_messages,
 )
-from psyche_utils.formatting import Rejection
+from psyche_utils.formatting import Exclusion
 from psyche_utils.llm import GenerationSettings
 from psyche_utils.schema import Post
 
@@ -124,24 +124,24 @@ def test_rewrite_accepts_good_rewrites_and_falls_back_to_checked_shipped_replies
     assert results[1].reasons == ["harmful advice: 借酒消愁 (substance)"]
     assert results[2].reasons == ["no closed <think> analysis"]
 
-    chosen, rejections = choose_dialogues(posts, results, TERMS)
+    chosen, exclusions = choose_dialogues(posts, results, TERMS)
     assert [(d.post.id, d.origin) for d in chosen] == [("p1", "teacher_dialogue"), ("p2", "shipped_reply")]
     assert chosen[1].reasoning == "" and chosen[1].reply == posts[1].reply
-    assert [(r.id, r.stage, r.reason) for r in rejections] == [
+    assert [(r.id, r.stage, r.reason) for r in exclusions] == [
         ("p2", "dialogue_rewrite", "harmful advice"),
         ("p3", "dialogue_rewrite", "no closed <think> analysis"),
         ("p3", "dialogue", "shipped reply fails checks"),
     ]
-    assert "ad or contact" in rejections[-1].detail
+    assert "ad or contact" in exclusions[-1].detail
 
     strict, dropped = choose_dialogues(posts, results, TERMS, use_shipped_replies=False)
     assert [d.post.id for d in strict] == ["p1"]
-    assert Rejection("p2", "dialogue", "no accepted rewrite") in dropped
+    assert Exclusion("p2", "dialogue", "no accepted rewrite") in dropped
 
 
 def test_posts_not_sent_to_the_teacher_use_the_shipped_reply():
-    chosen, rejections = choose_dialogues(_posts()[:2], [], TERMS)
-    assert [d.origin for d in chosen] == ["shipped_reply", "shipped_reply"] and rejections == []
+    chosen, exclusions = choose_dialogues(_posts()[:2], [], TERMS)
+    assert [d.origin for d in chosen] == ["shipped_reply", "shipped_reply"] and exclusions == []
 
 
 def test_link_in_the_analysis_is_rejected():

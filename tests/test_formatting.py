@@ -5,7 +5,7 @@ import pytest
 from psyche_utils.answers import extract_answer, split_reasoning
 from psyche_utils.formatting import (
     RecordError,
-    Rejection,
+    Exclusion,
     card_path,
     filter_by_tokens,
     grpo_record,
@@ -135,9 +135,9 @@ def test_token_filter_removes_and_reports_long_prompts(tiny_model_and_tokenizer)
     lengths = token_lengths(tokenizer, [short["prompt"], long["prompt"]], add_generation_prompt=True)
     expected_short = len(tokenizer.apply_chat_template(short["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False))
     assert lengths[0] == expected_short and lengths[1] > lengths[0]
-    kept, rejected, measured = filter_by_tokens([short, long], tokenizer, lengths[0], kind="grpo")
+    kept, removed, measured = filter_by_tokens([short, long], tokenizer, lengths[0], kind="grpo")
     assert [r["id"] for r in kept] == ["short"]
-    assert rejected == [Rejection("long", "grpo_token_budget", "over token budget", f"{lengths[1]} > {lengths[0]} tokens")]
+    assert removed == [Exclusion("long", "grpo_token_budget", "over token budget", f"{lengths[1]} > {lengths[0]} tokens")]
     assert measured == lengths
     sft = sft_question_record(_question("s"), "推理", "teacher")
     (sft_length,) = token_lengths(tokenizer, [sft["messages"]], add_generation_prompt=False)
@@ -153,20 +153,20 @@ def test_card_counts_match_the_file_and_output_is_deterministic(tmp_path):
         sft_question_record(_question("q2", answer="B", question_type="single"), "推理二", "seed_explanation"),
         sft_dialogue_record(POST, "", POST.reply, "shipped_reply"),
     ]
-    rejections = [Rejection("q9", "rationale", "no usable rationale"), Rejection("p9", "dialogue", "shipped reply fails checks")]
+    exclusions = [Exclusion("q9", "rationale", "no usable rationale"), Exclusion("p9", "dialogue", "shipped reply fails checks")]
     path = tmp_path / "sft.jsonl"
-    card = write_dataset(records, path, kind="sft", settings={"seed": 42}, rejections=rejections)
+    card = write_dataset(records, path, kind="sft", settings={"seed": 42}, exclusions=exclusions)
     assert card_path(path).name == "sft.card.json"
     assert json.loads(card_path(path).read_text(encoding="utf-8")) == card
     assert card["records"] == 3
     assert card["by_source"] == {"dialogue": 1, "question": 2}
     assert card["by_rationale_origin"] == {"seed_explanation": 1, "shipped_reply": 1, "teacher": 1}
     assert card["by_question_type"] == {"dialogue": 1, "multi": 1, "single": 1}
-    assert card["rejections"] == {"dialogue: shipped reply fails checks": 1, "rationale: no usable rationale": 1}
+    assert card["exclusions"] == {"dialogue: shipped reply fails checks": 1, "rationale: no usable rationale": 1}
     assert verify_card(path) == card
     assert read_dataset(path, "sft") == records
     first = path.read_bytes()
-    write_dataset(records, path, kind="sft", settings={"seed": 42}, rejections=rejections)
+    write_dataset(records, path, kind="sft", settings={"seed": 42}, exclusions=exclusions)
     assert path.read_bytes() == first
 
     import datasets

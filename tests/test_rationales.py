@@ -15,7 +15,9 @@ from psyche_utils.rationales import (
     history_rows,
     judge_reply,
     optimize_rationales,
+    reason_category,
     teacher_messages,
+    unaccepted,
 )
 from psyche_utils.schema import Question
 
@@ -222,10 +224,10 @@ def test_choose_rationales_prefers_teacher_then_explanation_and_reports_the_rest
     accepted = RationaleResult("1", BASE_PROMPT, "老师的推理", True)
     failed = RationaleResult("2", BASE_PROMPT)
     failed3 = RationaleResult("3", BASE_PROMPT)
-    chosen, rejections = choose_rationales([q1, q2, q3, q4], [accepted, failed, failed3])
+    chosen, exclusions = choose_rationales([q1, q2, q3, q4], [accepted, failed, failed3])
     assert chosen["1"].origin == "teacher" and chosen["1"].text == "老师的推理" and chosen["1"].prompt_id == BASE_PROMPT.id
     assert chosen["2"].origin == "seed_explanation" and chosen["2"].text == "书面解析。"
-    assert [(r.id, r.detail) for r in rejections] == [
+    assert [(r.id, r.detail) for r in exclusions] == [
         ("3", "teacher rationale not accepted and no written explanation"),
         ("4", "not sent to the teacher and no written explanation"),
     ]
@@ -240,3 +242,14 @@ def test_invalid_arguments_are_refused():
     with pytest.raises(ValueError, match="unique"):
         optimize_rationales([_question("1"), _question("1")], teacher, show_progress=False)
     assert RationalePrompt("x", "y", applies_to="case").fits(_question("1")) is False
+
+
+def test_unaccepted_lists_every_failed_question_with_a_countable_reason():
+    teacher = ScriptedTeacher(lambda qid, pid, call: {"1": _reply("B"), "2": _reply("A"), "3": "乱码"}[qid])
+    results = optimize_rationales([_question(q) for q in "123"], teacher, rounds=1, settings=SETTINGS, show_progress=False)
+    assert [(e.id, e.stage, e.reason) for e in unaccepted(results)] == [
+        ("2", "teacher_rationale", "wrong answer"),
+        ("3", "teacher_rationale", "no closed <think> block"),
+    ]
+    assert unaccepted(results)[0].detail == "answered A, gold is B; kept no accepted version yet"
+    assert reason_category("answered AC, gold is C") == "wrong answer"

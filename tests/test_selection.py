@@ -1,9 +1,13 @@
 import pytest
+import torch
 
+from psyche_utils.answers import extract_answer
 from psyche_utils.formatting import question_messages
 from psyche_utils.llm import GenerationSettings, OpenAICompatibleBackend
 from psyche_utils.schema import Question
 from psyche_utils.selection import (
+    LikelihoodSolver,
+    answer_candidates,
     assign_pool,
     cross_select,
     pool_ids,
@@ -106,3 +110,50 @@ def test_solvers_from_env(monkeypatch):
     monkeypatch.setenv("PSYCHE_SOLVER_URLS", "Qwen/Qwen2.5-7B-Instruct@http://h:1/v1,http://h:2/v1")
     with pytest.raises(ValueError, match="entry 2 .*MODEL@BASE_URL"):
         solvers_from_env()
+
+
+def test_answer_candidates_cover_every_allowed_answer():
+    single = _question("s", "B")
+    multi = Question("m", "题", {"A": "甲", "B": "乙", "C": "丙", "D": "丁", "E": ""}, "AC", "multi", "普通心理学", "")
+    assert answer_candidates(single) == ["A", "B", "C", "D"]
+    assert len(answer_candidates(multi)) == 11  # C(4,2) + C(4,3) + C(4,4)
+    assert answer_candidates(multi)[:3] == ["AB", "AC", "AD"] and answer_candidates(multi)[-1] == "ABCD"
+
+
+def _naive_scores(model, tokenizer, solver, question):
+    """Score each candidate with one unpadded, uncached forward pass per candidate."""
+    prompt, answers = solver.encode(question)
+    scores = []
+    for answer in answers:
+        with torch.inference_mode():
+            logprobs = model(input_ids=torch.tensor([prompt + answer])).logits.log_softmax(-1)[0]
+        scores.append(sum(logprobs[len(prompt) - 1 + j, token].item() for j, token in enumerate(answer)))
+    return scores
+
+
+def test_likelihood_solver_matches_unbatched_scoring(tiny_model_and_tokenizer):
+    model, tokenizer = tiny_model_and_tokenizer
+    solver = LikelihoodSolver(model, tokenizer, "tiny", batch_size=2, progress=False)
+    questions = [QUESTIONS[1], _question("q4，一道题干更长、需要更多词元才能读完的题目", "D")]
+    scores = solver.score([solver.encode(q) for q in questions])
+    for question, values in zip(questions, scores):
+        assert len(values) == len(answer_candidates(question))
+        assert values == pytest.approx(_naive_scores(model, tokenizer, solver, question), abs=1e-4)
+
+
+def test_likelihood_solvers_answer_validly_and_differ_by_seed(tiny_model_and_tokenizer):
+    from psyche_utils.tiny import load_tiny
+
+    model, tokenizer = tiny_model_and_tokenizer
+    other_model, other_tokenizer = load_tiny(seed=1)
+    questions = [_question(f"q{i}", "A" if i % 2 else "BC") for i in range(8)]
+    first = LikelihoodSolver(model, tokenizer, "tiny-seed0", progress=False)
+    replies = first.solve(questions, GenerationSettings())
+    assert replies == first.solve(questions, GenerationSettings())
+    letters = [extract_answer(reply) for reply in replies]
+    assert all(len(l) == 1 if q.question_type == "single" else len(l) >= 2 for l, q in zip(letters, questions))
+    second = LikelihoodSolver(other_model, other_tokenizer, "tiny-seed1", progress=False)
+    chat = ScriptedSolver("qwen", {q.id: "<think>想</think>答案：A" for q in questions})
+    records = cross_select(questions, [first, second, chat])
+    assert [name for name in records[0].predictions] == ["tiny-seed0", "tiny-seed1", "qwen"]
+    assert any(r.predictions["tiny-seed0"] != r.predictions["tiny-seed1"] for r in records)
