@@ -228,8 +228,10 @@ def test_probability_judge_on_the_tiny_model(tiny):
 
 def test_tables_and_plots():
     assert PUBLISHED_PCEB.loc["Psyche-R1", "Case M"] == 56.26
-    table = pceb_comparison({"tiny-base": {column: 10.0 for column in PUBLISHED_PCEB.columns}})
-    assert list(table.index[:2]) == ["tiny-base", "Qwen2.5-7B-Instruct"] and table.loc["tiny-base", "source"] == "ours"
+    row = {column: 10.0 for column in PUBLISHED_PCEB.columns}
+    table = pceb_comparison({"tiny-base": row}, chance=row)
+    assert list(table.index[:3]) == ["tiny-base", "chance", "Qwen2.5-7B-Instruct"]
+    assert list(table.source[:3]) == ["ours", "chance", "paper"] and len(table) == 2 + len(PUBLISHED_PCEB)
     assert plot_pceb_bars(table) is not None
     assert plot_empathy_radar({"a": {k: 1.0 for k in DIMENSIONS}, "none": {k: math.nan for k in DIMENSIONS}}) is not None
 

@@ -27,12 +27,16 @@ PUBLISHED_PCEB = pd.DataFrame.from_dict(
 )
 
 
-def pceb_comparison(ours: Mapping[str, Mapping[str, float]], published: bool = True) -> pd.DataFrame:
-    """Our rows (labelled "ours") above the published rows (labelled "paper"), paper layout."""
+def pceb_comparison(
+    ours: Mapping[str, Mapping[str, float]], chance: Mapping[str, float] | None = None, published: bool = True
+) -> pd.DataFrame:
+    """Our rows ("ours"), the chance row ("chance") and the published rows ("paper"), paper layout."""
     frames = []
     if ours:
         mine = pd.DataFrame.from_dict({name: dict(row) for name, row in ours.items()}, orient="index")[PCEB_COLUMNS]
         frames.append(mine.assign(source="ours"))
+    if chance is not None:
+        frames.append(pd.DataFrame([dict(chance)], index=["chance"])[PCEB_COLUMNS].assign(source="chance"))
     if published:
         frames.append(PUBLISHED_PCEB.assign(source="paper"))
     table = pd.concat(frames)
@@ -47,8 +51,9 @@ def plot_pceb_bars(table: pd.DataFrame, columns: Sequence[str] = PCEB_ACCURACY_C
     x = np.arange(len(columns))
     for i, model in enumerate(models):
         values = [table.loc[model, c] for c in columns]
-        hatch = "//" if "source" in table and table.loc[model, "source"] == "ours" else None
-        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=model, hatch=hatch)
+        source = table.loc[model, "source"] if "source" in table else "paper"
+        style = {"ours": {"hatch": "//"}, "chance": {"color": "lightgray", "edgecolor": "black"}}.get(source, {})
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=model, **style)
     ax.set_xticks(x, list(columns))
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
