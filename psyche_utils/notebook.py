@@ -61,15 +61,14 @@ def save_figure(fig: Any, name: str) -> Path:
     return path
 
 
-def show(frame: Any) -> Any:
-    """Display a table in a notebook, or print it elsewhere."""
+def show(frame: Any) -> None:
+    """Display a table in a notebook, or print it elsewhere (returns nothing, so it shows once)."""
     try:
         from IPython.display import display
     except ImportError:
         print(frame)
-        return frame
+        return
     display(frame)
-    return frame
 
 
 def check_sentinels(notebooks: list[Path], profile: str, since: float) -> list[str]:
