@@ -1,0 +1,95 @@
+"""The multi-GPU path, proven on two CPU processes: ``accelerate launch -m psyche_utils.train``.
+
+Each case launches the real entry point through ``accelerate launch`` with an accelerate config
+derived from the repository's own (same distributed type and DeepSpeed settings, only the
+hardware keys changed for a CPU), trains the tiny model for a few steps and checks what it
+saved. To cover another stage, add a ``LaunchCase`` to ``CASES``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from sft_fixture import write_fixture
+
+from psyche_utils.paths import CONFIGS_DIR, REPO_ROOT
+from psyche_utils.train import common
+
+pytestmark = pytest.mark.slow
+
+#: What turns a GPU accelerate config into a two-process CPU one. Plain DDP keeps the MULTI_GPU
+#: type: with use_cpu, accelerate starts it with torchrun and the processes talk over gloo.
+CPU_TWO_PROCESSES = {"num_processes": 2, "use_cpu": True, "mixed_precision": "no", "gpu_ids": None}
+
+
+@dataclass(frozen=True)
+class LaunchCase:
+    """One ``accelerate launch`` run: config, stage arguments, and the check of its output."""
+
+    name: str
+    accelerate_config: dict
+    stage_args: Callable[[Path], list[str]]  # (tmp_path) -> arguments after ``-m psyche_utils.train``
+    check: Callable[[Path, str], None]  # (tmp_path, combined output) -> assertions
+
+
+def cpu_variant(config_name: str, **changes) -> dict:
+    """A repository accelerate config with the hardware keys changed for two CPU processes."""
+    config = yaml.safe_load((CONFIGS_DIR / "accelerate" / config_name).read_text(encoding="utf-8"))
+    config.update(CPU_TWO_PROCESSES, **changes)
+    return {key: value for key, value in config.items() if value is not None}
+
+
+def sft_args(tmp_path: Path) -> list[str]:
+    train_file = write_fixture(tmp_path / "sft.jsonl", 8)
+    return [
+        "sft", "--config", "configs/sft/tiny_cpu.yaml",
+        "--train_file", str(train_file), "--output_dir", str(tmp_path / "model"),
+        "--per_device_train_batch_size", "2", "--max_steps", "2", "--logging_steps", "1",
+        "--save_strategy", "no", "--disable_tqdm", "true",
+    ]
+
+
+def check_sft(tmp_path: Path, output: str) -> None:
+    model_dir = tmp_path / "model"
+    assert "2 process(es)" in output, "both processes should take part in every update"
+    log = common.read_loss_log(model_dir / common.LOSS_LOG_NAME)
+    assert [entry["step"] for entry in log] == [1, 2]
+    # Each logged step saw 2 processes x 2 examples of real tokens.
+    assert log[0]["num_tokens"] > 4 * 100
+    saved = load_file(model_dir / "model.safetensors")
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    embedding = saved["model.embed_tokens.weight"]
+    assert embedding.shape == (config["vocab_size"], config["hidden_size"]), "ZeRO-3 shards were gathered"
+    assert torch.isfinite(embedding).all()
+    assert (model_dir / common.MODEL_CARD_NAME).exists()
+
+
+CASES = [
+    LaunchCase("sft-deepspeed-zero3", cpu_variant("zero3_8gpu.yaml"), sft_args, check_sft),
+    LaunchCase("sft-ddp", cpu_variant("single_gpu.yaml", distributed_type="MULTI_GPU"), sft_args, check_sft),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_accelerate_launch_on_two_cpu_processes(case: LaunchCase, tmp_path: Path, tiny_model_path: Path):
+    config_file = tmp_path / "accelerate.yaml"
+    config_file.write_text(yaml.safe_dump(case.accelerate_config), encoding="utf-8")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
+        "-m", "psyche_utils.train", *case.stage_args(tmp_path),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    case.check(tmp_path, output)

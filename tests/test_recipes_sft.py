@@ -1,0 +1,94 @@
+"""The SFT recipes and accelerate configs: real fields of the pinned stack, and the card's arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from trl import SFTConfig
+
+from psyche_utils.paths import CONFIGS_DIR
+from psyche_utils.profiles import PROFILES
+from psyche_utils.train.common import REMOVED_KEYS, RecipeError, effective_batch_size, read_recipe
+from psyche_utils.train.sft import RECIPE_FOR_PROFILE, SFTRunArguments, load_configs
+
+CPU = {"use_cpu": True, "bf16": False, "fp16": False}
+RECIPES = sorted(path.stem for path in (CONFIGS_DIR / "sft").glob("*.yaml"))
+
+
+def test_every_profile_has_a_recipe():
+    assert set(RECIPE_FOR_PROFILE) == set(PROFILES)
+    assert set(RECIPE_FOR_PROFILE.values()) <= set(RECIPES)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_loads_into_sft_config(name, tmp_path):
+    raw = read_recipe(CONFIGS_DIR / "sft" / f"{name}.yaml")
+    assert not set(raw) & set(REMOVED_KEYS), "a removed key would break on the pinned stack"
+    run_args, config, _ = load_configs(name, {**CPU, "output_dir": str(tmp_path)})
+    assert isinstance(run_args, SFTRunArguments) and isinstance(config, SFTConfig)
+    # Every recipe value reached its config unchanged (apart from the CPU overrides).
+    for key, value in raw.items():
+        if key in CPU or key == "report_to":  # transformers turns "none" into []
+            continue
+        owner = run_args if hasattr(run_args, key) and not hasattr(config, key) else config
+        assert getattr(owner, key) == value, key
+    profile = PROFILES[run_args.profile]
+    assert config.max_length == profile.max_length, "notebook 02 filtered the data to the profile's budget"
+    assert config.assistant_only_loss is True
+
+
+def test_full_recipe_is_the_model_card():
+    _, config, _ = load_configs("full_8gpu", CPU)
+    assert effective_batch_size(config, num_processes=8) == 256
+    assert config.learning_rate == 1e-5
+    assert config.seed == 42
+    assert config.per_device_train_batch_size == 2
+    assert config.gradient_accumulation_steps == 16
+    assert (config.adam_beta1, config.adam_beta2, config.adam_epsilon) == (0.9, 0.999, 1e-8)
+    assert config.optim == "adamw_torch"
+    assert config.lr_scheduler_type == "cosine"
+    assert config.warmup_steps == 0.1
+    assert config.num_train_epochs == 2
+    assert config.per_device_eval_batch_size * 8 == 8
+    assert read_recipe(CONFIGS_DIR / "sft" / "full_8gpu.yaml")["bf16"] is True
+
+
+def test_qlora_recipe_keeps_the_effective_batch():
+    run_args, config, _ = load_configs("qlora_1gpu", CPU)
+    assert effective_batch_size(config, num_processes=1) == 256
+    assert run_args.use_lora and run_args.lora_target_modules == "all-linear"
+    assert config.optim == "paged_adamw_8bit"
+    assert config.learning_rate > 1e-5
+    _, full, _ = load_configs("full_8gpu", CPU)
+    for key in ("seed", "adam_beta1", "adam_beta2", "adam_epsilon", "lr_scheduler_type", "warmup_steps", "num_train_epochs"):
+        assert getattr(config, key) == getattr(full, key), key
+
+
+def test_tiny_recipe_runs_on_the_cpu_as_written():
+    raw = read_recipe(CONFIGS_DIR / "sft" / "tiny_cpu.yaml")
+    assert raw["use_cpu"] is True and raw["bf16"] is False
+    _, config, _ = load_configs("tiny_cpu")
+    assert config.use_cpu and not config.bf16
+
+
+def test_unknown_and_removed_keys_are_refused_with_the_file_name():
+    with pytest.raises(RecipeError, match=r"tiny_cpu\.yaml.*max_seq_length.*max_length"):
+        load_configs("tiny_cpu", {"max_seq_length": 128})
+    with pytest.raises(RecipeError, match=r"tiny_cpu\.yaml.*unknown key.*'learning_rat'"):
+        load_configs("tiny_cpu", {"learning_rat": 1e-3})
+
+
+def test_zero3_accelerate_config_is_eight_processes_of_zero3():
+    config = yaml.safe_load((CONFIGS_DIR / "accelerate" / "zero3_8gpu.yaml").read_text(encoding="utf-8"))
+    assert config["distributed_type"] == "DEEPSPEED"
+    assert config["deepspeed_config"]["zero_stage"] == 3
+    assert config["deepspeed_config"]["zero3_save_16bit_model"] is True
+    assert config["num_processes"] == 8 and config["num_machines"] == 1
+    assert config["mixed_precision"] == "bf16"
+
+
+def test_single_gpu_accelerate_config_is_one_process():
+    config = yaml.safe_load((CONFIGS_DIR / "accelerate" / "single_gpu.yaml").read_text(encoding="utf-8"))
+    assert config["distributed_type"] == "NO"
+    assert config["num_processes"] == 1
+    assert config["mixed_precision"] == "bf16"
