@@ -93,3 +93,67 @@ def test_accelerate_launch_on_two_cpu_processes(case: LaunchCase, tmp_path: Path
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     case.check(tmp_path, output)
+
+
+# ---------------------------------------------------------------------------------------------
+# GRPO: its own launch test, because a GRPO step also generates, scores and gathers rewards
+# across processes before it updates.
+
+
+def grpo_fixture(path: Path) -> Path:
+    from psyche_utils.formatting import grpo_record, write_dataset
+    from psyche_utils.schema import Question
+
+    questions = [
+        Question(
+            id=f"grpo-{index}",
+            question=f"“{theory}”由谁提出？",
+            options={"A": person, "B": "冯特", "C": "詹姆斯", "D": "铁钦纳"},
+            answer="A",
+            question_type="single",
+            subject="普通心理学",
+            explanation=f"{theory}由{person}提出。",
+        )
+        for index, (theory, person) in enumerate([("经典条件反射", "巴甫洛夫"), ("需要层次理论", "马斯洛"),
+                                                  ("合理情绪疗法", "艾利斯"), ("依恋理论", "鲍尔比")])
+    ]
+    write_dataset([grpo_record(q) for q in questions], path, kind="grpo", settings={"fixture": True})
+    return path
+
+
+@pytest.mark.parametrize(
+    "accelerate_config",
+    [cpu_variant("zero3_8gpu.yaml"), cpu_variant("single_gpu.yaml", distributed_type="MULTI_GPU")],
+    ids=["grpo-deepspeed-zero3", "grpo-ddp"],
+)
+def test_grpo_accelerate_launch_on_two_cpu_processes(accelerate_config: dict, tmp_path: Path, tiny_model_path: Path):
+    config_file = tmp_path / "accelerate.yaml"
+    config_file.write_text(yaml.safe_dump(accelerate_config), encoding="utf-8")
+    model_dir = tmp_path / "model"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
+        "-m", "psyche_utils.train", "grpo", "--config", "configs/grpo/tiny_cpu.yaml",
+        "--init_from", "base", "--data.path", str(grpo_fixture(tmp_path / "grpo.jsonl")),
+        "--output_dir", str(model_dir), "--num_generations", "4", "--per_device_train_batch_size", "8",
+        "--generation_batch_size", "16", "--max_steps", "2", "--max_completion_length", "8",
+        "--disable_tqdm", "true",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "8 x 2 process(es)" in output, "both processes should take part in every update"
+
+    summary = json.loads((model_dir / "run_summary.json").read_text(encoding="utf-8"))
+    steps = [row for row in summary["history"] if "reward" in row]
+    assert [row["step"] for row in steps] == [1, 2]
+    # A rollout of 16 completions per step is split over the processes: each scores its own 8
+    # (the main process's rewards are what rollouts.jsonl records), then TRL gathers all 16.
+    rollouts = [json.loads(line) for line in (model_dir / "rollouts.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rollouts) == 2 * 8
+    saved = load_file(model_dir / "model.safetensors")
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    embedding = saved["model.embed_tokens.weight"]
+    assert embedding.shape == (config["vocab_size"], config["hidden_size"]), "ZeRO-3 shards were gathered"
+    assert torch.isfinite(embedding).all()
+    assert (model_dir / common.MODEL_CARD_NAME).exists()

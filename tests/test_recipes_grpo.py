@@ -8,7 +8,7 @@ import pytest
 
 from psyche_utils.paths import CONFIGS_DIR
 from psyche_utils.recipes import RecipeError, VerlGrpoSettings, check_trl_batches, verl_to_trl
-from psyche_utils.train.grpo import build_grpo_config, load_recipe
+from psyche_utils.train.grpo import build_grpo_config, load_recipe, lora_config
 
 RECIPES = sorted((CONFIGS_DIR / "grpo").glob("*.yaml"))
 
@@ -176,7 +176,10 @@ def test_qlora_recipe_differs_from_the_mapping_only_where_it_says():
     assert differing == set(recipe["deviations"]) - {"per_device_train_batch_size"}
     assert recipe["grpo"]["per_device_train_batch_size"] * recipe["grpo"]["gradient_accumulation_steps"] == 160
     assert check_trl_batches(recipe["grpo"], num_processes=1) == 16
-    assert recipe["lora"]["r"] > 0 and recipe["profile"] == "qlora"
+    assert recipe["profile"] == "qlora"
+    adapters = lora_config(recipe)
+    assert (adapters.r, adapters.lora_alpha, adapters.target_modules) == (16, 32, "all-linear")
+    assert lora_config(load_recipe(CONFIGS_DIR / "grpo" / "full_8gpu.yaml")) is None
 
 
 def test_tiny_recipe_is_small_and_cpu_friendly():

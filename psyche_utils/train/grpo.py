@@ -6,11 +6,13 @@ The same function runs in a notebook, from the command line and under ``accelera
     accelerate launch --config_file configs/accelerate/zero3_8gpu.yaml \\
         -m psyche_utils.train grpo --config configs/grpo/full_8gpu.yaml
 
-A recipe names the profile, the model to start from (the SFT output), the data, the rewards and
-every ``GRPOConfig`` value that has changed default between TRL releases. Besides the model, a
-run writes ``rollouts.jsonl`` (every sampled completion with its rewards) and
-``run_summary.json`` (logged metrics, timings, what the data filter removed) into the output
-folder, so the notebook can plot and inspect what happened.
+A recipe names the profile, the model to start from (the SFT output), the data, the rewards, the
+LoRA adapters if any, and in its ``grpo`` section every ``GRPOConfig`` value that has changed
+default between TRL releases. Resuming, saving (LoRA: adapter plus merged model), the log and
+the model card work as for SFT (``psyche_utils.train.common``). A run also writes
+``rollouts.jsonl`` (every sampled completion with its rewards) and ``run_summary.json`` (logged
+metrics, where the time went, what the data filter removed), so the notebook can plot and
+inspect what happened.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,38 +35,57 @@ from psyche_utils.formatting import Exclusion, filter_by_tokens, read_dataset
 from psyche_utils.profiles import Profile, get_profile, select_precision
 from psyche_utils.recipes import check_trl_batches
 from psyche_utils.rewards import completion_text, reward_functions
+from psyche_utils.train.common import (
+    LOSS_LOG_NAME,
+    RecipeError,
+    check_keys,
+    lora_config as common_lora_config,
+    prepare_output_dir,
+    read_recipe,
+    recipe_path,
+    save_trained_model,
+    sha256_file,
+    write_loss_log,
+    write_model_card,
+)
 
+STAGE = "grpo"
+#: The recipe each profile trains with when none is named.
+RECIPE_FOR_PROFILE = {"tiny": "tiny_cpu", "qlora": "qlora_1gpu", "full": "full_8gpu"}
+ACCELERATE_CONFIG_FOR_PROFILE = {"qlora": "single_gpu", "full": "zero3_8gpu"}
 RECIPE_SECTIONS = {"profile", "init_from", "data", "rewards", "lora", "output_dir", "resume", "deviations", "grpo"}
 ROLLOUTS_FILE = "rollouts.jsonl"
 SUMMARY_FILE = "run_summary.json"
-
-
-class RecipeFileError(ValueError):
-    """A recipe file is missing a section or has a value of the wrong kind."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Recipes
 
 
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a GRPO recipe (YAML); relative paths are taken from the repository root."""
-    recipe_path = Path(path)
-    if not recipe_path.is_absolute() and not recipe_path.exists():
-        recipe_path = paths.REPO_ROOT / recipe_path
-    if not recipe_path.exists():
-        raise FileNotFoundError(f"GRPO recipe {path} not found (recipes live in configs/grpo/).")
-    recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
-    if not isinstance(recipe, dict):
-        raise RecipeFileError(f"{recipe_path}: a recipe must be a mapping of sections")
-    unknown = set(recipe) - RECIPE_SECTIONS
+def default_recipe(profile_name: str | None = None) -> Path:
+    """The recipe for a profile (by default the active one)."""
+    return recipe_path(RECIPE_FOR_PROFILE[get_profile(profile_name).name], STAGE)
+
+
+def load_recipe(recipe: str | Path) -> dict[str, Any]:
+    """Read a GRPO recipe: a path, or a name under ``configs/grpo/`` ("tiny_cpu").
+
+    The ``grpo`` section must hold only ``GRPOConfig`` fields; keys that the pinned TRL removed
+    (``max_prompt_length`` ...) are refused with their replacement named.
+    """
+    from trl import GRPOConfig
+
+    path = recipe_path(recipe, STAGE)
+    values = read_recipe(path)
+    unknown = set(values) - RECIPE_SECTIONS
     if unknown:
-        raise RecipeFileError(f"{recipe_path}: unknown section(s) {sorted(unknown)}; allowed: {sorted(RECIPE_SECTIONS)}")
+        raise RecipeError(f"{path}: unknown section(s) {sorted(unknown)}; allowed: {sorted(RECIPE_SECTIONS)}")
     for section in ("profile", "data", "rewards", "grpo"):
-        if section not in recipe:
-            raise RecipeFileError(f"{recipe_path}: missing section {section!r}")
-    recipe["_source"] = str(recipe_path)
-    return recipe
+        if section not in values:
+            raise RecipeError(f"{path}: missing section {section!r}")
+    check_keys(values["grpo"], (GRPOConfig,), source=f"{path} (section 'grpo')")
+    values["_source"] = str(path)
+    return values
 
 
 def apply_overrides(recipe: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -89,11 +109,11 @@ def apply_overrides(recipe: Mapping[str, Any], overrides: Mapping[str, Any] | No
 def parse_cli_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     """``["--max_steps", "5", "--data.limit", "8"]`` -> ``{"max_steps": 5, "data.limit": 8}`` (YAML-typed)."""
     if len(pairs) % 2:
-        raise SystemExit(f"overrides come in '--key value' pairs, got {list(pairs)}")
+        raise RecipeError(f"overrides come in '--key value' pairs, got {list(pairs)}")
     overrides: dict[str, Any] = {}
     for flag, raw in zip(pairs[::2], pairs[1::2]):
         if not flag.startswith("--"):
-            raise SystemExit(f"expected '--key', got {flag!r}")
+            raise RecipeError(f"expected '--key', got {flag!r}")
         overrides[flag[2:].replace("-", "_") if "." not in flag else flag[2:]] = yaml.safe_load(raw)
     return overrides
 
@@ -142,13 +162,11 @@ def build_grpo_config(recipe: Mapping[str, Any], output_dir: Path) -> Any:
 
 
 def lora_config(recipe: Mapping[str, Any]) -> Any:
-    """A PEFT ``LoraConfig`` when the recipe trains adapters, else None."""
+    """A PEFT ``LoraConfig`` when the recipe trains adapters (its ``lora`` section), else None."""
     settings = recipe.get("lora")
     if not settings:
         return None
-    from peft import LoraConfig
-
-    return LoraConfig(task_type="CAUSAL_LM", **settings)
+    return common_lora_config(settings["r"], settings["alpha"], settings["dropout"], settings["target_modules"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +177,7 @@ def lora_config(recipe: Mapping[str, Any]) -> Any:
 class GrpoData:
     """The prompts GRPO trains on, and what was left out on the way."""
 
+    path: Path
     records: list[dict[str, Any]]
     exclusions: list[Exclusion]
     prompt_tokens: list[int]
@@ -181,7 +200,7 @@ def load_grpo_data(recipe: Mapping[str, Any], tokenizer: Any) -> GrpoData:
         kept = kept[:limit]
     if not kept:
         raise ValueError(f"{path}: no GRPO prompt is left after the token budget and limit ({len(exclusions)} removed).")
-    return GrpoData(kept, exclusions, lengths)
+    return GrpoData(path, kept, exclusions, lengths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,13 +307,16 @@ class GrpoResult:
     scoring_s: float
     update_s: float
     num_prompts: int
+    global_step: int
+    resumed_from: Path | None = None
     exclusions: list[Exclusion] = field(default_factory=list)
 
     def step_metrics(self) -> list[dict[str, Any]]:
-        """One row per optimizer step that logged rewards."""
+        """One row per logged optimizer step that carries rewards."""
         return [row for row in self.history if "reward" in row]
 
     def timing_table(self) -> list[dict[str, Any]]:
+        """Seconds and share of the training time spent generating, scoring and updating."""
         total = self.generation_s + self.scoring_s + self.update_s
         return [
             {"phase": phase, "seconds": round(seconds, 2), "share": round(seconds / total, 3) if total else 0.0}
@@ -326,77 +348,104 @@ def group_reward_std(rollouts: Sequence[Mapping[str, Any]], num_generations: int
 # Training
 
 
-def run_grpo(recipe: str | Path | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> GrpoResult:
-    """Train with GRPO as the recipe says; save the model and the run's records; return them."""
+def run_grpo(
+    recipe: str | Path | Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    callbacks: Sequence[Any] | None = None,
+) -> GrpoResult:
+    """Train (or resume) one GRPO run; save the model, its card, its log and its rollouts.
+
+    ``recipe`` is a path, a name under ``configs/grpo/`` or an already loaded recipe (default:
+    the active profile's recipe); ``overrides`` replace recipe values, like ``--key value``.
+    """
     import torch
+    from accelerate import PartialState
     from datasets import Dataset
 
     from psyche_utils.models import load_model_and_tokenizer
     from psyche_utils.notebook import seed_everything
 
     started = time.perf_counter()
-    loaded = load_recipe(recipe) if isinstance(recipe, (str, Path)) else dict(recipe)
+    recipe = recipe if recipe is not None else default_recipe()
+    loaded = dict(recipe) if isinstance(recipe, Mapping) else load_recipe(recipe)
     settings = apply_overrides(loaded, overrides)
     profile = get_profile(settings["profile"])
+    state = PartialState()
     seed_everything(int(settings["grpo"].get("seed", 42)))
     output_dir = output_dir_for(settings, profile)
     # Arguments first: under DeepSpeed ZeRO-3 they must exist before the model loads, so that
-    # from_pretrained partitions the weights across processes instead of loading them whole.
+    # from_pretrained creates the weights already sharded across the processes.
     args = build_grpo_config(settings, output_dir)
     init_path = resolve_init_path(settings, profile)
     model, tokenizer = load_model_and_tokenizer(profile, init_path, for_training=True)
-    # Generation pads on the left; TRL pads prompts itself, and Qwen's pad token is kept.
-    tokenizer.padding_side = "left"
     data = load_grpo_data(settings, tokenizer)
 
+    fingerprint = {
+        "stage": STAGE,
+        "profile": profile.name,
+        "init_from": str(init_path) if init_path else "base",
+        "data_sha256": sha256_file(data.path),
+        "prompts": len(data.records),
+        "lora": bool(settings.get("lora")),
+    }
+    checkpoint = prepare_output_dir(
+        output_dir, fingerprint, resume=bool(settings.get("resume", False)), is_main_process=state.is_main_process
+    )
+    state.wait_for_everyone()
+
+    if state.is_main_process:
+        per_update = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+        left_out = Counter(item.reason for item in data.exclusions)
+        print(
+            f"GRPO on profile {profile.name!r}: {len(data.records)} prompts "
+            f"(left out: {dict(left_out) if left_out else 'none'}), "
+            f"{args.num_generations} completions per prompt, {per_update} completions per update "
+            f"({args.per_device_train_batch_size} x {args.world_size} process(es) x {args.gradient_accumulation_steps} "
+            f"accumulation), rollout batch {args.generation_batch_size}, output {output_dir}"
+        )
+
     recorder = RolloutRecorder()
-    rewards = [recorder.wrap(function) for function in reward_functions(settings["rewards"]["names"])]
     trainer = timed_trainer_class()(
         model=model,
         processing_class=tokenizer,
-        reward_funcs=rewards,
+        reward_funcs=[recorder.wrap(function) for function in reward_functions(settings["rewards"]["names"])],
         args=args,
         train_dataset=Dataset.from_list(data.records),
         peft_config=lora_config(settings),
+        callbacks=list(callbacks or []),
         recorder=recorder,
     )
-    resume = _checkpoint_to_resume(settings, output_dir)
     before_train = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_time = time.perf_counter() - before_train
+    recorder.flush()
 
-    trainer.save_model(str(output_dir))
+    save_trained_model(trainer, output_dir, merge_lora=True, merged_dtype=select_precision().dtype)
     timings = trainer.timings
-    generation = timings["generation_s"]
-    scoring = max(timings["rollout_s"] - generation, 0.0)
     result = GrpoResult(
         output_dir=output_dir,
         history=list(trainer.state.log_history),
         rollouts=recorder.rows,
         wall_time_s=time.perf_counter() - started,
         train_time_s=train_time,
-        generation_s=generation,
-        scoring_s=scoring,
+        generation_s=timings["generation_s"],
+        scoring_s=max(timings["rollout_s"] - timings["generation_s"], 0.0),
         update_s=max(train_time - timings["rollout_s"], 0.0),
         num_prompts=len(data.records),
+        global_step=trainer.state.global_step,
+        resumed_from=checkpoint,
         exclusions=data.exclusions,
     )
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(str(output_dir))
+    if state.is_main_process:
+        write_loss_log(trainer.state.log_history, output_dir / LOSS_LOG_NAME)
         _write_run_files(result, settings)
+        _write_card(result, settings, profile, data)
+    state.wait_for_everyone()
     del trainer
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result
-
-
-def _checkpoint_to_resume(recipe: Mapping[str, Any], output_dir: Path) -> str | None:
-    """The newest ``checkpoint-*`` folder when the recipe says ``resume: auto``."""
-    if recipe.get("resume") != "auto" or not output_dir.exists():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir))
 
 
 def _write_run_files(result: GrpoResult, recipe: Mapping[str, Any]) -> None:
@@ -410,23 +459,134 @@ def _write_run_files(result: GrpoResult, recipe: Mapping[str, Any]) -> None:
         "wall_time_s": round(result.wall_time_s, 2),
         "train_time_s": round(result.train_time_s, 2),
         "num_prompts": result.num_prompts,
+        "global_step": result.global_step,
         "exclusions": [asdict(item) for item in result.exclusions],
     }
-    (result.output_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    text = json.dumps(summary, ensure_ascii=False, indent=2, default=str)
+    (result.output_dir / SUMMARY_FILE).write_text(text + "\n", encoding="utf-8")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m psyche_utils.train grpo --config FILE [--key value ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m psyche_utils.train grpo")
-    parser.add_argument("--config", required=True, help="a recipe in configs/grpo/")
-    known, rest = parser.parse_known_args(argv)
-    result = run_grpo(known.config, parse_cli_overrides(rest))
+def _shown(path: Path) -> str:
+    """A path as the card shows it: relative to the repository when it is inside it."""
+    try:
+        return path.resolve().relative_to(paths.REPO_ROOT).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _write_card(result: GrpoResult, recipe: Mapping[str, Any], profile: Profile, data: GrpoData) -> None:
     steps = result.step_metrics()
-    if steps:
-        print(f"GRPO: {len(steps)} steps, reward {steps[0]['reward']:.3f} -> {steps[-1]['reward']:.3f}")
-    print(f"GRPO: model saved to {result.output_dir} in {result.wall_time_s:.1f} s")
+    outcome = {
+        "global_step": result.global_step,
+        "resumed_from": result.resumed_from.name if result.resumed_from else None,
+        "first_logged_reward": round(steps[0]["reward"], 4) if steps else None,
+        "last_logged_reward": round(steps[-1]["reward"], 4) if steps else None,
+        "train_time_s": round(result.train_time_s, 1),
+        "time_shares": {row["phase"]: row["share"] for row in result.timing_table()},
+    }
+    layout = "a merged full model; the LoRA adapter alone is in `adapter/`" if recipe.get("lora") else "a full model"
+    write_model_card(
+        result.output_dir,
+        title=f"Psyche-R1 tutorial: GRPO model ({profile.name} profile)",
+        summary=(
+            "GRPO on the challenging questions, starting from the SFT model, with the rewards "
+            f"{', '.join(recipe['rewards']['names'])}. This folder holds {layout}, the log `{LOSS_LOG_NAME}`, "
+            f"every scored completion in `{ROLLOUTS_FILE}` and the run summary `{SUMMARY_FILE}`."
+        ),
+        recipe_source=_shown(Path(recipe.get("_source", "configs/grpo"))),
+        recipe={key: value for key, value in recipe.items() if not key.startswith("_")},
+        data={
+            "file": _shown(data.path),
+            "sha256": sha256_file(data.path),
+            "prompts_used": len(data.records),
+            "excluded": len(data.exclusions),
+        },
+        result=outcome,
+        usage=(
+            "from psyche_utils.models import load_model_and_tokenizer\n"
+            "from psyche_utils.paths import model_dir\n"
+            "from psyche_utils.profiles import get_profile\n\n"
+            f"profile = get_profile({profile.name!r})\n"
+            f"model, tokenizer = load_model_and_tokenizer(profile, model_dir({profile.name!r}, 'grpo'))"
+        ),
+    )
+
+
+def load_run(output_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The summary and the rollouts of a finished run (for plots without retraining)."""
+    summary_path = output_dir / SUMMARY_FILE
+    if not summary_path.exists():
+        raise FileNotFoundError(f"{summary_path} does not exist: run GRPO first (notebooks/04_grpo.ipynb)")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    rollouts_path = output_dir / ROLLOUTS_FILE
+    rollouts = [json.loads(line) for line in rollouts_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return summary, rollouts
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def launch_command(profile_name: str) -> str:
+    """The shell command that trains a profile with its recipe."""
+    recipe = f"configs/grpo/{RECIPE_FOR_PROFILE[profile_name]}.yaml"
+    if profile_name == "tiny":
+        return f"python -m psyche_utils.train grpo --config {recipe}"
+    accelerate = f"configs/accelerate/{ACCELERATE_CONFIG_FOR_PROFILE[profile_name]}.yaml"
+    return f"accelerate launch --config_file {accelerate} -m psyche_utils.train grpo --config {recipe}"
+
+
+def override_args(overrides: Mapping[str, Any]) -> list[str]:
+    """``{"max_steps": 5, "rewards.names": [...]}`` as ``--key value`` arguments (JSON is valid YAML)."""
+    args: list[str] = []
+    for key, value in overrides.items():
+        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)]
+    return args
+
+
+def run_or_launch(
+    profile: Profile, recipe: str | Path | Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train from a notebook: in this process, or through ``accelerate launch`` for a multi-GPU profile.
+
+    Either way the run's summary and rollouts are read back from its output folder, so the
+    notebook code after training is the same for one CPU and eight GPUs.
+    """
+    import shlex
+    import subprocess
+
+    loaded = dict(recipe) if isinstance(recipe, Mapping) else load_recipe(recipe or default_recipe(profile.name))
+    overrides = dict(overrides or {})
+    if profile.num_processes > 1:
+        command = shlex.split(launch_command(profile.name))
+        command[command.index("--config") + 1] = loaded["_source"]
+        command += override_args(overrides)
+        print("running:", shlex.join(command))
+        subprocess.run(command, check=True, cwd=paths.REPO_ROOT)
+        return load_run(output_dir_for(apply_overrides(loaded, overrides), profile))
+    result = run_grpo(loaded, overrides)
+    return load_run(result.output_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m psyche_utils.train grpo --config FILE [--key value ...]``."""
+    from accelerate import PartialState
+
+    parser = argparse.ArgumentParser(prog="python -m psyche_utils.train grpo")
+    parser.add_argument("--config", default=None, help="a recipe file or a name in configs/grpo/")
+    known, rest = parser.parse_known_args(list(argv or []))
+    result = run_grpo(known.config, parse_cli_overrides(rest))
+    if PartialState().is_main_process:
+        steps = result.step_metrics()
+        print(json.dumps(
+            {
+                "output_dir": str(result.output_dir),
+                "global_step": result.global_step,
+                "first_reward": steps[0]["reward"] if steps else None,
+                "last_reward": steps[-1]["reward"] if steps else None,
+                "wall_time_s": round(result.wall_time_s, 2),
+                "time_shares": {row["phase"]: row["share"] for row in result.timing_table()},
+            },
+            indent=2,
+        ))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
