@@ -24,6 +24,7 @@ from psyche_utils.train.sft import (
     load_configs,
     loss_mask_spans,
     run_sft,
+    token_loss,
     well_formed_rate,
 )
 
@@ -101,6 +102,21 @@ def test_loss_falls_on_the_assistant_turn_only(tiny_model_and_tokenizer):
     assert sum(n for _, _, n in everything) == sum(n for _, _, n in spans)
 
 
+def test_token_loss_matches_the_model_loss_on_each_part(tiny_model_and_tokenizer):
+    model, tokenizer = tiny_model_and_tokenizer
+    record = fixture_records(1)[0]
+    spans = loss_mask_spans(tokenizer, record["messages"])
+    ids = torch.tensor([tokenizer.apply_chat_template(record["messages"], tokenize=True, return_dict=False)])
+    assistant = torch.tensor([[loss for _, loss, n in spans for _ in range(n)]])
+    with torch.no_grad():
+        for part, keep in (("assistant", assistant), ("prompt", ~assistant)):
+            expected = model(input_ids=ids, labels=torch.where(keep, ids, -100)).loss.item()
+            assert token_loss(model, tokenizer, [record], part=part) == pytest.approx(expected, rel=1e-4)
+    # Padding in a batch changes nothing: two records together give the token-weighted mean.
+    pair = fixture_records(2)
+    assert token_loss(model, tokenizer, pair, batch_size=2) == pytest.approx(token_loss(model, tokenizer, pair, batch_size=1), rel=1e-4)
+
+
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [
@@ -160,14 +176,14 @@ def test_tiny_sft_learns_the_think_format_and_writes_everything(tmp_path, tiny_m
     run = run_sft(
         "tiny_cpu",
         {**QUICK, "per_device_train_batch_size": 4, "train_file": str(train_file), "output_dir": str(output_dir),
-         "max_steps": 72, "learning_rate": 3e-3},
+         "max_steps": 96, "learning_rate": 3e-3},
     )
     assert run.final_loss < 0.35 * run.first_loss, (run.first_loss, run.final_loss)
 
     trained, trained_tokenizer = load_model_and_tokenizer(get_profile("tiny"), output_dir)
     after = well_formed_rate(_sample(trained, trained_tokenizer, held_out))
     assert before == 0.0
-    assert after >= 0.6, after
+    assert after >= 0.75, after
 
     # What the run leaves behind: weights, stop tokens, loss log, model card, fingerprint.
     generation = json.loads((output_dir / "generation_config.json").read_text(encoding="utf-8"))

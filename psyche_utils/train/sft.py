@@ -74,6 +74,9 @@ class SFTRunArguments:
         default="all-linear", metadata={"help": "'all-linear' or a comma-separated list of module names"}
     )
     merge_lora: bool = field(default=True, metadata={"help": "also save a merged full model beside the adapter"})
+    cpu_threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads while training; default: torch's own choice"}
+    )
 
 
 @dataclass
@@ -240,9 +243,15 @@ def run_sft(
         peft_config=peft_config,
         callbacks=list(callbacks or []),
     )
-    started = time.perf_counter()
-    outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    wall = time.perf_counter() - started
+    threads = torch.get_num_threads()
+    if run_args.cpu_threads:
+        torch.set_num_threads(run_args.cpu_threads)
+    try:
+        started = time.perf_counter()
+        outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        wall = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
 
     save_trained_model(trainer, output_dir, merge_lora=run_args.merge_lora, merged_dtype=select_precision().dtype)
     log = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -369,36 +378,44 @@ def well_formed_rate(replies: Sequence[str]) -> float:
     return sum(map(is_well_formed, replies)) / len(replies) if replies else 0.0
 
 
-def answer_token_loss(model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]], batch_size: int = 8) -> float:
-    """Mean next-token loss on the assistant tokens of ``records`` (lower = better answers).
+def token_loss(
+    model: Any, tokenizer: Any, records: Sequence[Mapping[str, Any]], *, part: str = "assistant", batch_size: int = 8
+) -> float:
+    """Mean next-token loss of ``model`` on one part of each conversation.
 
-    Measured the same way whatever the training mask was, so runs with and without
-    ``assistant_only_loss`` can be compared on what matters: the replies.
+    ``part="assistant"``: the replies (what SFT is for); ``part="prompt"``: everything else
+    (system prompt, instruction, question). Measured the same way whatever the training mask
+    was, so runs with and without ``assistant_only_loss`` can be compared on each part.
     """
+    if part not in {"assistant", "prompt"}:
+        raise ValueError(f"part must be 'assistant' or 'prompt', got {part!r}")
     template = training_chat_template(tokenizer)
     total, count = 0.0, 0
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     for start in range(0, len(records), batch_size):
-        batch = records[start : start + batch_size]
         encoded = [
             tokenizer.apply_chat_template(
                 list(record["messages"]), tokenize=True, return_dict=True,
                 return_assistant_tokens_mask=True, chat_template=template,
             )
-            for record in batch
+            for record in records[start : start + batch_size]
         ]
         width = max(len(item["input_ids"]) for item in encoded)
-        pad = tokenizer.pad_token_id
-        ids = torch.tensor([list(e["input_ids"]) + [pad] * (width - len(e["input_ids"])) for e in encoded])
-        mask = torch.tensor([list(e["assistant_masks"]) + [0] * (width - len(e["assistant_masks"])) for e in encoded])
-        attention = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in encoded])
+        ids = torch.full((len(encoded), width), tokenizer.pad_token_id)
+        in_part = torch.zeros((len(encoded), width), dtype=torch.bool)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, item in enumerate(encoded):
+            length = len(item["input_ids"])
+            ids[row, :length] = torch.tensor(item["input_ids"])
+            assistant = torch.tensor(item["assistant_masks"], dtype=torch.bool)
+            in_part[row, :length] = assistant if part == "assistant" else ~assistant
+            attention[row, :length] = 1
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
-        targets = ids[:, 1:].to(device)
-        keep = mask[:, 1:].bool().to(device)
-        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, reduction="none")
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(device), reduction="none")
+        keep = in_part[:, 1:].to(device)
         total += float(losses[keep].sum())
         count += int(keep.sum())
     model.train(was_training)
