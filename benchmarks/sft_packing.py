@@ -6,10 +6,11 @@ Without packing, each batch is padded to its longest example; with packing (TRL'
 decreasing, padding-free), examples are placed end to end in rows of ``max_length`` tokens and
 position ids restart at each example so that no example attends to another.
 
-    python benchmarks/sft_packing.py [--epochs 2] [--train-file outputs/data/sft.jsonl]
+    python benchmarks/sft_packing.py [--epochs 2] [--repeats 2] [--train-file outputs/data/sft.jsonl]
 
 Prints a table and the packed / unpacked ratios. Timing is wall clock on this machine: run it on
-an otherwise idle machine, and compare ratios rather than absolute numbers.
+an otherwise idle machine, and compare ratios rather than absolute numbers. Each setting runs
+``--repeats`` times, alternating, and the fastest run counts (the least disturbed one).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from psyche_utils.paths import outputs_dir, outputs_path
-from psyche_utils.train.sft import run_sft
+from psyche_utils.train.sft import load_configs, run_sft
 
 
 def run_once(packing: bool, epochs: float, train_file: Path) -> dict[str, float]:
@@ -58,14 +59,21 @@ def run_once(packing: bool, epochs: float, train_file: Path) -> dict[str, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--train-file", type=Path, default=outputs_path("data", "sft.jsonl"))
     args = parser.parse_args()
 
-    rows = [run_once(False, args.epochs, args.train_file), run_once(True, args.epochs, args.train_file)]
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    for _ in range(args.repeats):
+        for packing in (False, True):
+            runs[packing].append(run_once(packing, args.epochs, args.train_file))
+    rows = [min(runs[packing], key=lambda row: row["train_s"]) for packing in (False, True)]
     padded, packed = rows
+    run_args = load_configs("tiny_cpu")[0]
+    threads = run_args.cpu_threads or torch.get_num_threads()
     print()
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU(s), training threads {threads}, "
+          f"load average {os.getloadavg()[0]:.2f}, fastest of {args.repeats} run(s) each")
     header = list(padded)
     print(" | ".join(f"{name:>24}" for name in header))
     for row in rows:
