@@ -71,6 +71,17 @@ def test_tiny_recipe_runs_on_the_cpu_as_written():
     assert config.use_cpu and not config.bf16
 
 
+def test_recipes_are_found_by_name_by_path_and_from_another_directory(monkeypatch, tmp_path):
+    from psyche_utils.train.common import recipe_path
+
+    expected = CONFIGS_DIR / "sft" / "tiny_cpu.yaml"
+    assert recipe_path("tiny_cpu", "sft") == expected
+    monkeypatch.chdir(tmp_path)
+    assert recipe_path("configs/sft/tiny_cpu.yaml", "sft").resolve() == expected.resolve()
+    with pytest.raises(RecipeError, match="recipes for sft: .*'tiny_cpu'"):
+        recipe_path("no_such_recipe", "sft")
+
+
 def test_unknown_and_removed_keys_are_refused_with_the_file_name():
     with pytest.raises(RecipeError, match=r"tiny_cpu\.yaml.*max_seq_length.*max_length"):
         load_configs("tiny_cpu", {"max_seq_length": 128})

@@ -29,7 +29,7 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.trainer_utils import get_last_checkpoint
 
-from psyche_utils.paths import CONFIGS_DIR
+from psyche_utils.paths import CONFIGS_DIR, REPO_ROOT
 from psyche_utils.profiles import select_precision
 
 LOSS_LOG_NAME = "training_log.jsonl"
@@ -59,10 +59,16 @@ class RecipeError(ValueError):
 
 
 def recipe_path(recipe: str | Path, stage: str) -> Path:
-    """A recipe given as a path, or as a bare name looked up in ``configs/<stage>/``."""
+    """A recipe given as a path, or as a bare name looked up in ``configs/<stage>/``.
+
+    A relative path that does not exist from the working directory is also tried from the
+    repository root, so ``configs/sft/tiny_cpu.yaml`` works from a notebook in ``notebooks/``.
+    """
     path = Path(recipe)
     if path.suffix not in {".yaml", ".yml"} and len(path.parts) == 1:
         path = CONFIGS_DIR / stage / f"{path.name}.yaml"
+    elif not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
     if not path.exists():
         available = sorted(p.stem for p in (CONFIGS_DIR / stage).glob("*.yaml"))
         raise RecipeError(f"recipe {recipe!r} not found (looked for {path}); recipes for {stage}: {available}")
