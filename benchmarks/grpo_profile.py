@@ -1,9 +1,9 @@
 """Where does a GRPO step spend its time: sampling completions, scoring them, or updating?
 
 Runs the tiny recipe (configs/grpo/tiny_cpu.yaml) for a few steps from the untrained tiny
-model on the shipped seed questions, at two completion lengths. The untrained model rarely
-writes an end-of-turn token, so completions run to the length limit and the two settings
-differ only in how much is generated. For each it prints seconds and shares of
+model on the shipped seed questions, at several completion lengths. The untrained model rarely
+writes an end-of-turn token, so completions run to the length limit and the settings differ
+only in how much is generated. For each it prints seconds and shares of
 
 * generation: ``model.generate`` sampling the completions (TRL's ``_generate``),
 * scoring: rewards plus the reference model's log-probabilities for the KL term,
@@ -13,7 +13,7 @@ and the ratio update / generation. On the tiny model prompts are long (~190 toke
 completions short, so the update dominates; as completions grow, generation (one token at a
 time) takes over, which is why real runs generate with vLLM.
 
-Run: python benchmarks/grpo_profile.py [--steps 4] [--lengths 32 128]
+Run: python benchmarks/grpo_profile.py [--steps 4] [--lengths 32 128 512]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from psyche_utils.train.grpo import run_grpo
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128, 512])
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -62,7 +62,7 @@ def main() -> None:
         cells = [f"{shares[p]['seconds']:6.1f}s {shares[p]['share']:6.1%}" for p in ("generation", "scoring", "update")]
         ratio = result.update_s / result.generation_s if result.generation_s else float("inf")
         print(f"{length:>10} {per_step:>7.2f} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16} {ratio:>10.2f}")
-    (short, short_result, _), (long, long_result, _) = rows[0], rows[-1]
+    (short, short_result, _), (long, long_result, _) = rows[0], rows[-1]  # shortest and longest
     print(
         f"\n{long} vs {short} tokens: generation x{long_result.generation_s / short_result.generation_s:.2f}, "
         f"update x{long_result.update_s / short_result.update_s:.2f}"

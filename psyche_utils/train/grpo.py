@@ -53,7 +53,9 @@ STAGE = "grpo"
 #: The recipe each profile trains with when none is named.
 RECIPE_FOR_PROFILE = {"tiny": "tiny_cpu", "qlora": "qlora_1gpu", "full": "full_8gpu"}
 ACCELERATE_CONFIG_FOR_PROFILE = {"qlora": "single_gpu", "full": "zero3_8gpu"}
-RECIPE_SECTIONS = {"profile", "init_from", "data", "rewards", "lora", "output_dir", "resume", "deviations", "grpo"}
+RECIPE_SECTIONS = {
+    "profile", "init_from", "data", "rewards", "lora", "output_dir", "resume", "cpu_threads", "deviations", "grpo",
+}
 ROLLOUTS_FILE = "rollouts.jsonl"
 SUMMARY_FILE = "run_summary.json"
 
@@ -358,7 +360,25 @@ def run_grpo(
 
     ``recipe`` is a path, a name under ``configs/grpo/`` or an already loaded recipe (default:
     the active profile's recipe); ``overrides`` replace recipe values, like ``--key value``.
+    A recipe's ``cpu_threads`` applies to this run only (on a CPU); the previous count is restored.
     """
+    import torch
+
+    recipe = recipe if recipe is not None else default_recipe()
+    loaded = dict(recipe) if isinstance(recipe, Mapping) else load_recipe(recipe)
+    settings = apply_overrides(loaded, overrides)
+    threads = settings.get("cpu_threads")
+    previous_threads = torch.get_num_threads()
+    if threads and not torch.cuda.is_available():
+        torch.set_num_threads(int(threads))
+    try:
+        return _train(settings, callbacks)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(settings: dict[str, Any], callbacks: Sequence[Any] | None) -> GrpoResult:
+    """The run itself, for :func:`run_grpo`."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
@@ -367,9 +387,6 @@ def run_grpo(
     from psyche_utils.notebook import seed_everything
 
     started = time.perf_counter()
-    recipe = recipe if recipe is not None else default_recipe()
-    loaded = dict(recipe) if isinstance(recipe, Mapping) else load_recipe(recipe)
-    settings = apply_overrides(loaded, overrides)
     profile = get_profile(settings["profile"])
     state = PartialState()
     seed_everything(int(settings["grpo"].get("seed", 42)))
