@@ -33,6 +33,7 @@ __all__ = [
     "elastic_score",
     "extract_answer",
     "format_reward",
+    "is_well_formatted",
     "reward_functions",
 ]
 

@@ -246,6 +246,24 @@ def test_cli_runs_and_overrides(grpo_workdir: Path):
     shutil.rmtree(output)
 
 
+@pytest.mark.slow
+def test_lora_run_saves_adapter_and_merged_model(grpo_workdir: Path):
+    from psyche_utils.models import load_model_and_tokenizer
+    from psyche_utils.profiles import get_profile
+    from psyche_utils.train.grpo import run_grpo
+
+    output = grpo_workdir / "lora-out"
+    run_grpo(TINY_RECIPE, overrides_for(
+        grpo_workdir, output_dir=str(output), max_steps=1, max_completion_length=8,
+        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
+    ))
+    assert (output / "adapter" / "adapter_config.json").exists()
+    assert (output / "config.json").exists() and (output / "model.safetensors").exists()
+    model, _ = load_model_and_tokenizer(get_profile("tiny"), output)
+    assert not hasattr(model, "peft_config"), "the top-level folder is the merged model"
+    shutil.rmtree(output)
+
+
 def test_missing_sft_model_says_which_notebook_to_run(tmp_path: Path):
     from psyche_utils.profiles import get_profile
     from psyche_utils.train.grpo import resolve_init_path
