@@ -173,7 +173,7 @@ def test_qlora_recipe_differs_from_the_mapping_only_where_it_says():
     recipe = load_recipe(CONFIGS_DIR / "grpo" / "qlora_1gpu.yaml")
     expected = verl_to_trl(n_gpus=1, per_device_train_batch_size=10).config
     differing = {key for key in expected if recipe["grpo"][key] != expected[key]}
-    assert differing == set(recipe["deviations"]) - {"per_device_train_batch_size"}
+    assert differing == set(recipe["deviations"])
     assert recipe["grpo"]["per_device_train_batch_size"] * recipe["grpo"]["gradient_accumulation_steps"] == 160
     assert check_trl_batches(recipe["grpo"], num_processes=1) == 16
     assert recipe["profile"] == "qlora"
