@@ -9,7 +9,8 @@ from trl import SFTConfig
 from psyche_utils.paths import CONFIGS_DIR
 from psyche_utils.profiles import PROFILES
 from psyche_utils.train.common import REMOVED_KEYS, RecipeError, effective_batch_size, read_recipe
-from psyche_utils.train.sft import RECIPE_FOR_PROFILE, SFTRunArguments, load_configs
+from psyche_utils.train.common import RECIPE_FOR_PROFILE
+from psyche_utils.train.sft import SFTRunArguments, load_configs
 
 CPU = {"use_cpu": True, "bf16": False, "fp16": False}
 RECIPES = sorted(path.stem for path in (CONFIGS_DIR / "sft").glob("*.yaml"))

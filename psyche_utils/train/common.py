@@ -30,7 +30,7 @@ from transformers import HfArgumentParser
 from transformers.trainer_utils import get_last_checkpoint
 
 from psyche_utils.paths import CONFIGS_DIR, REPO_ROOT
-from psyche_utils.profiles import select_precision
+from psyche_utils.profiles import get_profile, select_precision
 
 LOSS_LOG_NAME = "training_log.jsonl"
 FINGERPRINT_NAME = "run_fingerprint.json"
@@ -56,6 +56,25 @@ class RecipeError(ValueError):
 
 # ---------------------------------------------------------------------------------------------
 # Recipes and overrides
+
+
+#: The recipe each profile trains with when none is named (the same names in every stage).
+RECIPE_FOR_PROFILE = {"tiny": "tiny_cpu", "qlora": "qlora_1gpu", "full": "full_8gpu"}
+ACCELERATE_CONFIG_FOR_PROFILE = {"qlora": "single_gpu", "full": "zero3_8gpu"}
+
+
+def default_recipe_for(stage: str, profile_name: str | None = None) -> Path:
+    """The recipe a stage uses for a profile (by default the active one)."""
+    return recipe_path(RECIPE_FOR_PROFILE[get_profile(profile_name).name], stage)
+
+
+def launch_command_for(stage: str, profile_name: str) -> str:
+    """The shell command that trains a stage on a profile with its recipe."""
+    recipe = f"configs/{stage}/{RECIPE_FOR_PROFILE[profile_name]}.yaml"
+    if profile_name == "tiny":
+        return f"python -m psyche_utils.train {stage} --config {recipe}"
+    accelerate = f"configs/accelerate/{ACCELERATE_CONFIG_FOR_PROFILE[profile_name]}.yaml"
+    return f"accelerate launch --config_file {accelerate} -m psyche_utils.train {stage} --config {recipe}"
 
 
 def recipe_path(recipe: str | Path, stage: str) -> Path:

@@ -42,6 +42,8 @@ from psyche_utils.train.common import (
     lora_config as common_lora_config,
     prepare_output_dir,
     read_recipe,
+    default_recipe_for,
+    launch_command_for,
     recipe_path,
     save_trained_model,
     sha256_file,
@@ -50,9 +52,6 @@ from psyche_utils.train.common import (
 )
 
 STAGE = "grpo"
-#: The recipe each profile trains with when none is named.
-RECIPE_FOR_PROFILE = {"tiny": "tiny_cpu", "qlora": "qlora_1gpu", "full": "full_8gpu"}
-ACCELERATE_CONFIG_FOR_PROFILE = {"qlora": "single_gpu", "full": "zero3_8gpu"}
 RECIPE_SECTIONS = {
     "profile", "init_from", "data", "rewards", "lora", "output_dir", "resume", "cpu_threads", "deviations", "grpo",
 }
@@ -66,7 +65,7 @@ SUMMARY_FILE = "run_summary.json"
 
 def default_recipe(profile_name: str | None = None) -> Path:
     """The recipe for a profile (by default the active one)."""
-    return recipe_path(RECIPE_FOR_PROFILE[get_profile(profile_name).name], STAGE)
+    return default_recipe_for(STAGE, profile_name)
 
 
 def load_recipe(recipe: str | Path) -> dict[str, Any]:
@@ -545,12 +544,8 @@ def load_run(output_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def launch_command(profile_name: str) -> str:
-    """The shell command that trains a profile with its recipe."""
-    recipe = f"configs/grpo/{RECIPE_FOR_PROFILE[profile_name]}.yaml"
-    if profile_name == "tiny":
-        return f"python -m psyche_utils.train grpo --config {recipe}"
-    accelerate = f"configs/accelerate/{ACCELERATE_CONFIG_FOR_PROFILE[profile_name]}.yaml"
-    return f"accelerate launch --config_file {accelerate} -m psyche_utils.train grpo --config {recipe}"
+    """The shell command that trains a profile with this stage's recipe."""
+    return launch_command_for(STAGE, profile_name)
 
 
 def override_args(overrides: Mapping[str, Any]) -> list[str]:

@@ -39,6 +39,8 @@ from psyche_utils.train.common import (
     prepare_output_dir,
     read_loss_log,
     read_recipe,
+    default_recipe_for,
+    launch_command_for,
     recipe_path,
     save_trained_model,
     sha256_file,
@@ -47,9 +49,6 @@ from psyche_utils.train.common import (
 )
 
 STAGE = "sft"
-#: The recipe each profile trains with when none is named.
-RECIPE_FOR_PROFILE = {"tiny": "tiny_cpu", "qlora": "qlora_1gpu", "full": "full_8gpu"}
-ACCELERATE_CONFIG_FOR_PROFILE = {"qlora": "single_gpu", "full": "zero3_8gpu"}
 
 
 @dataclass
@@ -111,7 +110,7 @@ class SFTRun:
 
 def default_recipe(profile_name: str | None = None) -> Path:
     """The recipe for a profile (by default the active one)."""
-    return recipe_path(RECIPE_FOR_PROFILE[get_profile(profile_name).name], STAGE)
+    return default_recipe_for(STAGE, profile_name)
 
 
 def recipe_values(recipe: str | Path, overrides: Mapping[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
@@ -427,12 +426,8 @@ def token_loss(
 
 
 def launch_command(profile_name: str) -> str:
-    """The shell command that trains a GPU profile with its recipe."""
-    recipe = f"configs/sft/{RECIPE_FOR_PROFILE[profile_name]}.yaml"
-    if profile_name == "tiny":
-        return f"python -m psyche_utils.train sft --config {recipe}"
-    accelerate = f"configs/accelerate/{ACCELERATE_CONFIG_FOR_PROFILE[profile_name]}.yaml"
-    return f"accelerate launch --config_file {accelerate} -m psyche_utils.train sft --config {recipe}"
+    """The shell command that trains a profile with this stage's recipe."""
+    return launch_command_for(STAGE, profile_name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
