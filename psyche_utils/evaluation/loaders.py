@@ -253,46 +253,45 @@ def _case_context(record: dict[str, Any], rel: str, where: str) -> str:
     return f"{info}\n{intro}"
 
 
-def _load_pceb_cases(path: Path, rel: str, level: str, out: BenchmarkSet[EvalItem]) -> None:
+def _case_subquestions(path: Path, rel: str) -> Iterator[tuple[str, str, int, dict[str, Any], str, str]]:
+    """Each sub-question of a case file, with its case context and a location for errors."""
     for index, case in enumerate(_read_json_array(path, rel), start=1):
         case_where = f"#{index}"
         context = _case_context(case, rel, case_where)
         case_id = str(case.get("id", index))
         for k, sub in enumerate(_require(case, "questions_and_answers", rel, case_where, list), start=1):
             where = f"#{index}.{k} (case {case_id})"
-            question = _require(sub, "question", rel, where).strip()
-            prefix = question[:2]
-            if prefix not in _CASE_PREFIXES:
-                out.excluded.append(Issue(rel, where, "question", "no 单选/多选 prefix, so the question type is unknown"))
-                continue
-            qtype = _CASE_PREFIXES[prefix]
-            options = _options(sub, rel, where)
-            answer = _clean_answer(sub.get("answer"), options, qtype, rel, where, out.cleaned, out.excluded)
-            if answer is None:
-                continue
-            out.items.append(EvalItem(
-                id=f"pceb:{rel}#{case_id}.{k}", benchmark="pceb", part="case", question_type=qtype, question=question,
-                options=options, answer=answer, source=rel, native_id=f"{case_id}.{k}", context=context, level=level,
-                explanation=str(sub.get("analysis") or "").strip(),
-            ))
+            yield context, case_id, k, sub, where, _require(sub, "question", rel, where).strip()
+
+
+def _load_pceb_cases(path: Path, rel: str, level: str, out: BenchmarkSet[EvalItem]) -> None:
+    for context, case_id, k, sub, where, question in _case_subquestions(path, rel):
+        prefix = question[:2]
+        if prefix not in _CASE_PREFIXES:
+            out.excluded.append(Issue(rel, where, "question", "no 单选/多选 prefix, so the question type is unknown"))
+            continue
+        qtype = _CASE_PREFIXES[prefix]
+        options = _options(sub, rel, where)
+        answer = _clean_answer(sub.get("answer"), options, qtype, rel, where, out.cleaned, out.excluded)
+        if answer is None:
+            continue
+        out.items.append(EvalItem(
+            id=f"pceb:{rel}#{case_id}.{k}", benchmark="pceb", part="case", question_type=qtype, question=question,
+            options=options, answer=answer, source=rel, native_id=f"{case_id}.{k}", context=context, level=level,
+            explanation=str(sub.get("analysis") or "").strip(),
+        ))
 
 
 def _load_pceb_essays(path: Path, rel: str, level: str, out: BenchmarkSet[EvalItem]) -> None:
-    for index, case in enumerate(_read_json_array(path, rel), start=1):
-        case_where = f"#{index}"
-        context = _case_context(case, rel, case_where)
-        case_id = str(case.get("id", index))
-        for k, sub in enumerate(_require(case, "questions_and_answers", rel, case_where, list), start=1):
-            where = f"#{index}.{k} (case {case_id})"
-            question = _require(sub, "question", rel, where).strip()
-            reference = str(sub.get("answer") or "").strip()
-            if not reference:
-                out.excluded.append(Issue(rel, where, "answer", "empty reference answer"))
-                continue
-            out.items.append(EvalItem(
-                id=f"pceb:{rel}#{case_id}.{k}", benchmark="pceb", part="essay", question_type="essay", question=question,
-                options={}, answer=reference, source=rel, native_id=f"{case_id}.{k}", context=context, level=level,
-            ))
+    for context, case_id, k, sub, where, question in _case_subquestions(path, rel):
+        reference = str(sub.get("answer") or "").strip()
+        if not reference:
+            out.excluded.append(Issue(rel, where, "answer", "empty reference answer"))
+            continue
+        out.items.append(EvalItem(
+            id=f"pceb:{rel}#{case_id}.{k}", benchmark="pceb", part="essay", question_type="essay", question=question,
+            options={}, answer=reference, source=rel, native_id=f"{case_id}.{k}", context=context, level=level,
+        ))
 
 
 # --------------------------------------------------------------------------- CPsyExam
