@@ -64,3 +64,16 @@ def write_fixture(path: Path, count: int, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fixture_records(count, seed)), encoding="utf-8")
     return path
+
+
+def fake_checkpoint(folder: Path, step: int = 1) -> Path:
+    """A ``checkpoint-N`` folder with every file a resume reads (tiny, made-up tensors)."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}), encoding="utf-8")
+    save_file({"weight": torch.arange(64, dtype=torch.float32)}, str(folder / "model.safetensors"))
+    torch.save({"state": {}}, folder / "optimizer.pt")
+    torch.save({"last_epoch": step}, folder / "scheduler.pt")
+    return folder

@@ -133,7 +133,7 @@ def test_grpo_accelerate_launch_on_two_cpu_processes(accelerate_config: dict, tm
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
         "-m", "psyche_utils.train", "grpo", "--config", "configs/grpo/tiny_cpu.yaml",
-        "--init_from", "base", "--data.path", str(grpo_fixture(tmp_path / "grpo.jsonl")),
+        "--init_from", "base", "--train_file", str(grpo_fixture(tmp_path / "grpo.jsonl")),
         "--output_dir", str(model_dir), "--num_generations", "4", "--per_device_train_batch_size", "8",
         "--generation_batch_size", "16", "--max_steps", "2", "--max_completion_length", "8",
         "--disable_tqdm", "true",

@@ -188,7 +188,7 @@ def grpo_workdir(tmp_path_factory, tiny_model_path: Path) -> Path:
 def overrides_for(workdir: Path, **extra) -> dict:
     return {
         "init_from": str(workdir / "sft"),
-        "data.path": str(workdir / "grpo.jsonl"),
+        "train_file": str(workdir / "grpo.jsonl"),
         "output_dir": str(workdir / "grpo-out"),
         **extra,
     }
@@ -203,14 +203,14 @@ def test_tiny_grpo_learns(grpo_workdir: Path):
     recipe = load_recipe(TINY_RECIPE)
     result = run_grpo(recipe, overrides_for(grpo_workdir))
     steps = result.step_metrics()
-    assert len(steps) == recipe["grpo"]["max_steps"]
+    assert len(steps) == recipe.trainer.max_steps
 
     totals = [row["reward"] for row in steps]
     first, last = sum(totals[:5]) / 5, sum(totals[-5:]) / 5
     assert last > first, f"mean total reward did not rise: first 5 steps {first:.3f}, last 5 {last:.3f}"
 
-    stds = group_reward_std(result.rollouts, recipe["grpo"]["num_generations"])
-    assert len(stds) == recipe["grpo"]["max_steps"] * 4  # 4 prompts per rollout, one rollout per step
+    stds = group_reward_std(result.rollouts, recipe.trainer.num_generations)
+    assert len(stds) == recipe.trainer.max_steps * 4  # 4 prompts per rollout, one rollout per step
     assert sum(std > 0 for std in stds) / len(stds) > 0.5, "most groups must disagree, or GRPO has no signal"
     assert all("kl" in row for row in steps) and steps[-1]["kl"] > 0
 
@@ -233,7 +233,7 @@ def test_cli_runs_and_overrides(grpo_workdir: Path):
     output = grpo_workdir / "cli-out"
     command = [
         sys.executable, "-m", "psyche_utils.train", "grpo", "--config", str(TINY_RECIPE),
-        "--init_from", str(grpo_workdir / "sft"), "--data.path", str(grpo_workdir / "grpo.jsonl"),
+        "--init_from", str(grpo_workdir / "sft"), "--train_file", str(grpo_workdir / "grpo.jsonl"),
         "--output_dir", str(output), "--max_steps", "2", "--max_completion_length", "8",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -241,7 +241,7 @@ def test_cli_runs_and_overrides(grpo_workdir: Path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert '"global_step": 2' in completed.stdout
     summary = json.loads((output / "run_summary.json").read_text(encoding="utf-8"))
-    assert summary["recipe"]["grpo"]["max_steps"] == 2
+    assert summary["recipe"]["max_steps"] == 2 and "max_steps" in summary["overrides"]
     assert (output / "config.json").exists() and (output / "tokenizer_config.json").exists()
     shutil.rmtree(output)
 
@@ -255,7 +255,7 @@ def test_lora_run_saves_adapter_and_merged_model(grpo_workdir: Path):
     output = grpo_workdir / "lora-out"
     run_grpo(TINY_RECIPE, overrides_for(
         grpo_workdir, output_dir=str(output), max_steps=1, max_completion_length=8,
-        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
+        use_lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_target_modules="all-linear",
     ))
     assert (output / "adapter" / "adapter_config.json").exists()
     assert (output / "config.json").exists() and (output / "model.safetensors").exists()
@@ -269,63 +269,58 @@ def test_missing_sft_model_says_which_notebook_to_run(tmp_path: Path):
     from psyche_utils.train.grpo import resolve_init_path
 
     with pytest.raises(FileNotFoundError, match="notebooks/03_sft.ipynb"):
-        resolve_init_path({"init_from": str(tmp_path / "nothing")}, get_profile("tiny"))
-    assert resolve_init_path({"init_from": "base"}, get_profile("tiny")) is None
+        resolve_init_path(str(tmp_path / "nothing"), get_profile("tiny"))
+    assert resolve_init_path("base", get_profile("tiny")) is None
 
 
 def test_missing_grpo_data_says_which_notebook_to_run(tmp_path: Path, tiny_model_and_tokenizer):
-    from psyche_utils.train.grpo import load_grpo_data
+    from psyche_utils.train.grpo import GrpoDataArguments, load_grpo_data
 
     _, tokenizer = tiny_model_and_tokenizer
     with pytest.raises(FileNotFoundError, match="notebooks/02"):
-        load_grpo_data({"data": {"path": str(tmp_path / "grpo.jsonl"), "max_prompt_tokens": 300}}, tokenizer)
+        load_grpo_data(GrpoDataArguments(train_file=str(tmp_path / "grpo.jsonl"), max_prompt_tokens=300), tokenizer)
 
 
 def test_prompt_budget_and_limit_are_reported(tmp_path: Path, tiny_model_and_tokenizer):
-    from psyche_utils.train.grpo import load_grpo_data
+    from psyche_utils.train.grpo import GrpoDataArguments, load_grpo_data
 
     _, tokenizer = tiny_model_and_tokenizer
     questions = fixture_questions()
     path = tmp_path / "grpo.jsonl"
     write_dataset([grpo_record(q) for q in questions], path, kind="grpo", settings={})
-    data = load_grpo_data({"data": {"path": str(path), "max_prompt_tokens": 4096, "limit": 6}}, tokenizer)
+    data = load_grpo_data(GrpoDataArguments(str(path), max_prompt_tokens=4096, max_train_samples=6), tokenizer)
     assert [r["id"] for r in data.records] == [f"fx-{i}" for i in range(6)]
-    assert [(e.id, e.reason) for e in data.exclusions] == [(f"fx-{i}", "beyond data.limit") for i in (6, 7, 8, 9)]
+    assert [(e.id, e.reason) for e in data.exclusions] == [(f"fx-{i}", "beyond max_train_samples") for i in (6, 7, 8, 9)]
     tight = sorted(data.prompt_tokens)[3]
-    data = load_grpo_data({"data": {"path": str(path), "max_prompt_tokens": tight}}, tokenizer)
-    assert len(data.records) + len(data.exclusions) == len(questions)
+    data = load_grpo_data(GrpoDataArguments(str(path), max_prompt_tokens=tight), tokenizer)
+    assert len(data.records) + len(data.exclusions) == len(questions) and data.records_read == len(questions)
     assert all(e.reason == "over token budget" for e in data.exclusions) and data.exclusions
-    with pytest.raises(ValueError, match="no GRPO prompt is left"):
-        load_grpo_data({"data": {"path": str(path), "max_prompt_tokens": 5}}, tokenizer)
+    over = sorted(e.id for e in data.exclusions)
+    assert over == sorted(q.id for q, n in zip(questions, data.prompt_tokens) if n > tight)
+    with pytest.raises(RecipeError, match=rf"{len(over)} prompt\(s\) exceed max_prompt_tokens {tight}: {over[0]}"):
+        load_grpo_data(GrpoDataArguments(str(path), max_prompt_tokens=tight, refuse_overlong=True), tokenizer)
+    with pytest.raises(RecipeError, match="no GRPO prompt is left"):
+        load_grpo_data(GrpoDataArguments(str(path), max_prompt_tokens=5), tokenizer)
 
 
-def test_overrides_reach_the_right_section():
-    from psyche_utils.train.grpo import apply_overrides, override_args, parse_cli_overrides
+@pytest.mark.slow
+def test_prompts_over_the_budget_are_reported_in_the_card(grpo_workdir: Path):
+    from psyche_utils.formatting import read_dataset, token_lengths
+    from psyche_utils.models import load_model_and_tokenizer
+    from psyche_utils.profiles import get_profile
+    from psyche_utils.train.grpo import run_grpo
 
-    recipe = {"profile": "tiny", "data": {"limit": 4}, "grpo": {"max_steps": 20}}
-    overrides = parse_cli_overrides(["--max_steps", "3", "--data.limit", "null", "--init_from", "base"])
-    assert overrides == {"max_steps": 3, "data.limit": None, "init_from": "base"}
-    result = apply_overrides(recipe, overrides)
-    assert result == {"profile": "tiny", "init_from": "base", "data": {"limit": None}, "grpo": {"max_steps": 3}}
-    assert recipe["grpo"]["max_steps"] == 20  # the original is not modified
-    with pytest.raises(RecipeError, match="pairs"):
-        parse_cli_overrides(["--max_steps"])
-    assert parse_cli_overrides(override_args({"rewards.names": ["format", "elastic_accuracy"], "output_dir": "x y"})) == {
-        "rewards.names": ["format", "elastic_accuracy"],
-        "output_dir": "x y",
-    }
-
-
-def test_recipe_errors_name_the_file(tmp_path: Path):
-    from psyche_utils.train.grpo import load_recipe
-
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("profile: tiny\ndata: {}\nrewards: {names: [format]}\ngrpo:\n  max_prompt_length: 512\n", encoding="utf-8")
-    with pytest.raises(RecipeError, match=r"bad.yaml.*max_prompt_length.*filter prompts by token length"):
-        load_recipe(bad)
-    bad.write_text("profile: tiny\ndata: {}\nrewards: {names: [format]}\ngrpo: {num_generation: 4}\n", encoding="utf-8")
-    with pytest.raises(RecipeError, match=r"bad.yaml.*unknown key.*num_generation"):
-        load_recipe(bad)
-    bad.write_text("profile: tiny\ndata: {}\nrewards: {names: [format]}\n", encoding="utf-8")
-    with pytest.raises(RecipeError, match="missing section 'grpo'"):
-        load_recipe(bad)
+    _, tokenizer = load_model_and_tokenizer(get_profile("tiny"), grpo_workdir / "sft")
+    records = read_dataset(grpo_workdir / "grpo.jsonl", "grpo")
+    lengths = token_lengths(tokenizer, [r["prompt"] for r in records], add_generation_prompt=True)
+    budget = sorted(lengths)[len(lengths) // 2]
+    over = [r["id"] for r, n in zip(records, lengths) if n > budget]
+    output = grpo_workdir / "budget-out"
+    result = run_grpo(TINY_RECIPE, overrides_for(grpo_workdir, output_dir=str(output), max_steps=1,
+                                                 max_completion_length=8, max_prompt_tokens=budget))
+    assert result.num_prompts == len(records) - len(over)
+    card = (output / "README.md").read_text(encoding="utf-8")
+    assert f"| `prompts_trained_on` | {len(records) - len(over)} |" in card
+    assert f"| `removed_over_max_prompt_tokens_{budget}` | {len(over)} |" in card
+    assert all(rid in card for rid in over)
+    shutil.rmtree(output)

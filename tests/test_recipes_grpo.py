@@ -8,7 +8,8 @@ import pytest
 
 from psyche_utils.paths import CONFIGS_DIR
 from psyche_utils.recipes import RecipeError, VerlGrpoSettings, check_trl_batches, verl_to_trl
-from psyche_utils.train.grpo import build_grpo_config, load_recipe, lora_config
+from psyche_utils.train.common import read_recipe
+from psyche_utils.train.grpo import load_recipe
 
 RECIPES = sorted((CONFIGS_DIR / "grpo").glob("*.yaml"))
 
@@ -137,8 +138,8 @@ def test_recipes_exist():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.stem)
 def test_recipe_sets_every_drifting_default(path: Path):
-    recipe = load_recipe(path)
-    missing = DRIFTING - set(recipe["grpo"])
+    raw = read_recipe(path)
+    missing = DRIFTING - set(raw)
     assert not missing, f"{path.name} leaves TRL defaults in charge of {sorted(missing)}"
     text = path.read_text(encoding="utf-8")
     for banned in ("max_prompt_length", "max_seq_length", "torch_dtype", "evaluation_strategy"):
@@ -147,12 +148,12 @@ def test_recipe_sets_every_drifting_default(path: Path):
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.stem)
 def test_recipe_loads_into_grpo_config(path: Path, tmp_path: Path):
-    recipe = load_recipe(path)
-    config = build_grpo_config(recipe, tmp_path)
-    for key, value in recipe["grpo"].items():
-        assert _plain(getattr(config, key)) == _plain(value), f"{path.name}: GRPOConfig changed {key}"
-    assert config.use_cpu  # no GPU here: the precision flags come from the machine, not the file
-    assert not config.bf16
+    raw = read_recipe(path)
+    recipe = load_recipe(path, {"output_dir": str(tmp_path)})
+    for key, value in raw.items():
+        assert _plain(recipe.get(key)) == _plain(value), f"{path.name}: the parser changed {key}"
+    assert recipe.trainer.use_cpu  # no GPU here: the precision flags come from the machine, not the file
+    assert not recipe.trainer.bf16
 
 
 def _plain(value):
@@ -162,31 +163,48 @@ def _plain(value):
 
 
 def test_full_recipe_is_the_card_through_the_mapping():
-    recipe = load_recipe(CONFIGS_DIR / "grpo" / "full_8gpu.yaml")
+    raw = read_recipe(CONFIGS_DIR / "grpo" / "full_8gpu.yaml")
     expected = verl_to_trl().config
-    assert {key: recipe["grpo"][key] for key in expected} == expected
-    assert check_trl_batches(recipe["grpo"], num_processes=8) == 4
-    assert recipe["profile"] == "full" and recipe["init_from"] == "sft" and recipe["lora"] is None
+    assert {key: raw[key] for key in expected} == expected
+    assert check_trl_batches(raw, num_processes=8) == 4
+    assert raw["profile"] == "full" and raw["init_from"] == "sft" and raw["use_lora"] is False
 
 
 def test_qlora_recipe_differs_from_the_mapping_only_where_it_says():
-    recipe = load_recipe(CONFIGS_DIR / "grpo" / "qlora_1gpu.yaml")
+    raw = read_recipe(CONFIGS_DIR / "grpo" / "qlora_1gpu.yaml")
     expected = verl_to_trl(n_gpus=1, per_device_train_batch_size=10).config
-    differing = {key for key in expected if recipe["grpo"][key] != expected[key]}
-    assert differing == set(recipe["deviations"])
-    assert recipe["grpo"]["per_device_train_batch_size"] * recipe["grpo"]["gradient_accumulation_steps"] == 160
-    assert check_trl_batches(recipe["grpo"], num_processes=1) == 16
-    assert recipe["profile"] == "qlora"
-    adapters = lora_config(recipe)
-    assert (adapters.r, adapters.lora_alpha, adapters.target_modules) == (16, 32, "all-linear")
-    assert lora_config(load_recipe(CONFIGS_DIR / "grpo" / "full_8gpu.yaml")) is None
+    differing = {key for key in expected if raw[key] != expected[key]}
+    assert differing == set(raw["deviations"])
+    assert raw["per_device_train_batch_size"] * raw["gradient_accumulation_steps"] == 160
+    assert check_trl_batches(raw, num_processes=1) == 16
+    recipe = load_recipe(CONFIGS_DIR / "grpo" / "qlora_1gpu.yaml")
+    assert recipe["profile"] == "qlora" and recipe["use_vllm"] is False
+    assert (recipe["lora_r"], recipe["lora_alpha"], recipe["lora_target_modules"]) == (16, 32, "all-linear")
+    assert load_recipe(CONFIGS_DIR / "grpo" / "full_8gpu.yaml")["use_lora"] is False
 
 
 def test_tiny_recipe_is_small_and_cpu_friendly():
     recipe = load_recipe(CONFIGS_DIR / "grpo" / "tiny_cpu.yaml")
-    grpo = recipe["grpo"]
+    config = recipe.trainer
     assert recipe["profile"] == "tiny"
-    assert grpo["use_vllm"] is False and grpo["activation_checkpointing"] is False
-    assert grpo["generation_batch_size"] % grpo["num_generations"] == 0
-    assert grpo["beta"] == verl_to_trl().config["beta"]  # same KL weight as the card
-    assert VerlGrpoSettings().kl_loss_coef == grpo["beta"]
+    assert config.use_vllm is False and config.activation_checkpointing is False
+    assert config.generation_batch_size % config.num_generations == 0
+    assert config.beta == verl_to_trl().config["beta"]  # same KL weight as the card
+    assert VerlGrpoSettings().kl_loss_coef == config.beta
+
+
+def test_importance_sampling_correction_is_listed_as_our_choice():
+    """TRL 1.16's default mode masks whole sequences; the recipes must not call it verl's or a reweighting."""
+    assert grpo_default("vllm_importance_sampling_mode") == "sequence_mask"
+    for path in RECIPES:
+        text = path.read_text(encoding="utf-8")
+        line = next(line for line in text.splitlines() if line.startswith("vllm_importance_sampling_correction"))
+        assert "corrects" not in line
+    full = (CONFIGS_DIR / "grpo" / "full_8gpu.yaml").read_text(encoding="utf-8")
+    assert "Our choice, not part of verl's recipe" in full and "masks out whole completions" in full
+
+
+def grpo_default(name: str):
+    from trl import GRPOConfig
+
+    return GRPOConfig.__dataclass_fields__[name].default

@@ -8,27 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from sft_fixture import fixture_records, write_fixture
+from sft_fixture import fake_checkpoint, fixture_records, write_fixture
 from transformers import AutoModelForCausalLM, TrainerCallback
-from trl import SFTConfig
 
 from psyche_utils.formatting import RecordError
 from psyche_utils.llm import GenerationSettings, TransformersBackend
 from psyche_utils.models import load_model_and_tokenizer
 from psyche_utils.profiles import get_profile
 from psyche_utils.train import common
-from psyche_utils.train.common import RecipeError, parse_overrides, prepare_output_dir, read_loss_log
+from psyche_utils.train.common import RecipeError, decide_resume, read_loss_log
 from psyche_utils.train.sft import (
-    SFTRunArguments,
     is_well_formed,
-    load_configs,
+    load_recipe,
     loss_mask_spans,
     run_sft,
     token_loss,
     well_formed_rate,
 )
 
-TYPES = (SFTRunArguments, SFTConfig)
 #: Small, fast settings for the tests (the tiny recipe itself is sized for the notebook's data).
 QUICK = {"per_device_train_batch_size": 2, "logging_steps": 1, "disable_tqdm": True, "save_strategy": "no"}
 
@@ -38,34 +35,17 @@ QUICK = {"per_device_train_batch_size": 2, "logging_steps": 1, "disable_tqdm": T
 
 
 def test_command_line_overrides_are_typed_and_only_the_given_keys():
-    recipe, overrides = parse_overrides(
-        ["--config", "configs/sft/tiny_cpu.yaml", "--learning_rate", "1e-4", "--packing", "--resume", "false",
-         "--max_train_samples", "8"],
-        TYPES,
+    recipe = load_recipe(
+        "configs/sft/tiny_cpu.yaml",
+        argv=["--learning_rate", "1e-4", "--packing", "--resume", "false", "--max_train_samples", "8"],
     )
-    assert recipe == Path("configs/sft/tiny_cpu.yaml")
-    assert overrides == {"learning_rate": 1e-4, "packing": True, "resume": False, "max_train_samples": 8}
-
-
-def test_command_line_and_notebook_overrides_give_the_same_config(tmp_path):
-    argv = ["--learning_rate", "2e-3", "--num_train_epochs", "3", "--packing", "true", "--output_dir", str(tmp_path)]
-    _, from_cli = parse_overrides(argv, TYPES)
-    run_a, config_a, _ = load_configs("tiny_cpu", from_cli)
-    run_b, config_b, _ = load_configs(
-        "tiny_cpu", {"learning_rate": 2e-3, "num_train_epochs": 3, "packing": True, "output_dir": str(tmp_path)}
-    )
-    assert run_a == run_b
-    assert config_a.to_dict() == config_b.to_dict()
-    assert config_a.learning_rate == 2e-3 and config_a.packing is True
-
-
-def test_unknown_command_line_argument_is_an_error():
-    with pytest.raises(RecipeError, match="--learning_rat"):
-        parse_overrides(["--learning_rat", "1e-3"], TYPES)
+    assert recipe.shown_source == "configs/sft/tiny_cpu.yaml"
+    assert recipe.overrides == {"learning_rate": 1e-4, "packing": True, "resume": False, "max_train_samples": 8}
+    assert recipe.trainer.max_steps == 150, "keys not given keep the recipe's value"
 
 
 def test_output_dir_defaults_to_the_profile_model_dir():
-    _, config, _ = load_configs("tiny_cpu")
+    config = load_recipe("tiny_cpu").trainer
     assert Path(config.output_dir).parts[-3:] == ("models", "tiny", "sft")
 
 
@@ -121,7 +101,7 @@ def test_token_loss_matches_the_model_loss_on_each_part(tiny_model_and_tokenizer
     ("reply", "expected"),
     [
         ("<think>\n推理\n</think>\n\n答案：B", True),
-        ("<think>\n\n</think>\n\n你一定很辛苦。", True),  # empty reasoning, as the shipped replies have
+        ("<think>\n\n</think>\n\n你一定很辛苦。", False),  # empty reasoning: the official prompt asks for reasoning
         ("<think>\n推理\n</think>\n\n", False),  # no answer
         ("<think>\n推理没有结束", False),  # never closed
         ("答案：B", False),  # no think block
@@ -131,11 +111,14 @@ def test_token_loss_matches_the_model_loss_on_each_part(tiny_model_and_tokenizer
     ],
 )
 def test_is_well_formed(reply, expected):
+    from psyche_utils import answers
+
+    assert is_well_formed is answers.is_well_formed, "one definition of a well-formed reply"
     assert is_well_formed(reply) is expected
 
 
 def test_well_formed_rate():
-    assert well_formed_rate(["<think>\na\n</think>\n\nB", "B", "<think>\n\n</think>\n\nC", "x"]) == 0.5
+    assert well_formed_rate(["<think>\na\n</think>\n\nB", "B", "<think>\nb\n</think>\n\nC", "x"]) == 0.5
     assert well_formed_rate([]) == 0.0
 
 
@@ -236,11 +219,12 @@ def test_interrupted_run_resumes_from_the_saved_step(tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_made_from_other_data(tmp_path):
-    assert prepare_output_dir(tmp_path, {"train_file_sha256": "aaa", "records": 16}, resume=True) is None
-    (tmp_path / "checkpoint-3").mkdir()
-    assert prepare_output_dir(tmp_path, {"train_file_sha256": "aaa", "records": 16}, resume=True) == tmp_path / "checkpoint-3"
+    assert decide_resume(tmp_path, {"train_file_sha256": "aaa", "records": 16}, resume=True).checkpoint is None
+    fake_checkpoint(tmp_path / "checkpoint-3", 3)
+    decision = decide_resume(tmp_path, {"train_file_sha256": "aaa", "records": 16}, resume=True)
+    assert decision.checkpoint == tmp_path / "checkpoint-3"
     with pytest.raises(RecipeError, match=r"checkpoint-3.*train_file_sha256.*'aaa'.*'bbb'.*--resume false"):
-        prepare_output_dir(tmp_path, {"train_file_sha256": "bbb", "records": 16}, resume=True)
+        decide_resume(tmp_path, {"train_file_sha256": "bbb", "records": 16}, resume=True)
 
 
 @pytest.mark.slow
@@ -264,3 +248,58 @@ def test_lora_run_saves_the_adapter_and_an_equivalent_merged_model(tmp_path, tin
         base_logits = base(input_ids=ids).logits
     torch.testing.assert_close(merged_logits, adapter_logits, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(merged_logits, base_logits, atol=1e-4), "the adapter changed nothing"
+
+
+# ---------------------------------------------------------------------------------------------
+# Records over max_length: removed and reported, never truncated unseen
+
+
+def _varied_records(count: int) -> list[dict]:
+    """Fixture records whose replies grow with the index, so a budget splits them."""
+    records = fixture_records(count)
+    for index, record in enumerate(records):
+        reply = record["messages"][2]["content"]
+        record["messages"][2]["content"] = reply.replace("</think>", "补充说明。" * index + "\n</think>", 1)
+    return records
+
+
+def test_lengths_are_measured_as_trl_tokenizes(tmp_path, tiny_model_and_tokenizer):
+    from trl import SFTConfig, SFTTrainer
+
+    from psyche_utils.train.sft import records_to_dataset, training_token_lengths
+
+    model, tokenizer = tiny_model_and_tokenizer
+    records = _varied_records(6)
+    for assistant_only in (True, False):
+        config = SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, max_length=None, report_to="none",
+                           assistant_only_loss=assistant_only)
+        trainer = SFTTrainer(model=model, args=config, train_dataset=records_to_dataset(records), processing_class=tokenizer)
+        trl_lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+        assert training_token_lengths(tokenizer, records, assistant_only_loss=assistant_only) == trl_lengths
+
+
+@pytest.mark.slow
+def test_records_over_max_length_are_removed_and_reported(tmp_path, tiny_model_and_tokenizer, capsys):
+    from psyche_utils.train.sft import training_token_lengths
+
+    _, tokenizer = tiny_model_and_tokenizer
+    records = _varied_records(12)
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    lengths = training_token_lengths(tokenizer, records, assistant_only_loss=True)
+    budget = sorted(lengths)[7]
+    over = [r["id"] for r, n in zip(records, lengths) if n > budget]
+    assert 0 < len(over) < len(records)
+    settings = {**QUICK, "train_file": str(path), "output_dir": str(tmp_path / "out"), "max_steps": 2,
+                "max_length": budget}
+    run = run_sft("tiny_cpu", settings)
+    assert run.examples == len(records) - len(over) and [rid for rid, _ in run.removed] == over
+    printed = capsys.readouterr().out
+    assert f"Removed {len(over)} of {len(records)} records longer than max_length {budget}" in printed
+    card = (tmp_path / "out" / common.MODEL_CARD_NAME).read_text(encoding="utf-8")
+    assert f"| `records_read` | {len(records)} |" in card
+    assert f"| `records_trained_on` | {len(records) - len(over)} |" in card
+    assert f"| `removed_over_max_length_{budget}` | {len(over)} |" in card
+    assert all(rid in card for rid in over)
+    with pytest.raises(RecipeError, match=rf"{len(over)} record\(s\) are longer than max_length {budget} tokens: {over[0]}"):
+        run_sft("tiny_cpu", {**settings, "refuse_overlong": True, "output_dir": str(tmp_path / "refused")})

@@ -6,9 +6,9 @@ The same function runs in a notebook, from the command line and under ``accelera
     accelerate launch --config_file configs/accelerate/zero3_8gpu.yaml \\
         -m psyche_utils.train grpo --config configs/grpo/full_8gpu.yaml
 
-A recipe names the profile, the model to start from (the SFT output), the data, the rewards, the
-LoRA adapters if any, and in its ``grpo`` section every ``GRPOConfig`` value that has changed
-default between TRL releases. Resuming, saving (LoRA: adapter plus merged model), the log and
+A recipe is one flat YAML file read by TRL's parser: the profile, the model to start from (the
+SFT output), the data, the rewards, the LoRA adapters if any, and every ``GRPOConfig`` value that
+has changed default between TRL releases. Resuming, saving (LoRA: adapter plus merged model), the log and
 the model card work as for SFT (``psyche_utils.train.common``). A run also writes
 ``rollouts.jsonl`` (every sampled completion with its rewards) and ``run_summary.json`` (logged
 metrics, where the time went, what the data filter removed), so the notebook can plot and
@@ -17,8 +17,6 @@ inspect what happened.
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import statistics
 import time
@@ -28,35 +26,99 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from trl import GRPOConfig
 
 from psyche_utils import paths
 from psyche_utils.formatting import Exclusion, filter_by_tokens, read_dataset
-from psyche_utils.profiles import Profile, get_profile, select_precision
+from psyche_utils.profiles import PROFILES, Profile, get_profile, select_precision
 from psyche_utils.recipes import check_trl_batches
 from psyche_utils.rewards import completion_text, reward_functions
 from psyche_utils.train.common import (
     LOSS_LOG_NAME,
+    LoraArguments,
+    ModelArguments,
+    Recipe,
     RecipeError,
-    check_keys,
-    lora_config as common_lora_config,
-    prepare_output_dir,
-    read_recipe,
+    ResumeDecision,
+    RunArguments,
+    check_single_device,
     default_recipe_for,
+    display_path,
+    hyperparameters,
+    launch,
     launch_command_for,
-    recipe_path,
+    lora_from,
+    parse_recipe,
+    pin_one_device,
+    precision_defaults,
+    prepare_output_dir,
+    resolve_data_path,
+    run_cli,
     save_trained_model,
     sha256_file,
+    split_config_argument,
     write_loss_log,
     write_model_card,
 )
 
 STAGE = "grpo"
-RECIPE_SECTIONS = {
-    "profile", "init_from", "data", "rewards", "lora", "output_dir", "resume", "cpu_threads", "deviations", "grpo",
-}
 ROLLOUTS_FILE = "rollouts.jsonl"
 SUMMARY_FILE = "run_summary.json"
+
+
+@dataclass
+class GrpoModelArguments(ModelArguments):
+    """The profile, and the checkpoint GRPO starts from."""
+
+    init_from: str = field(
+        default="sft", metadata={"help": "'sft' (the profile's SFT output), 'base', or a model folder"}
+    )
+
+
+@dataclass
+class GrpoRunArguments(RunArguments):
+    """Run settings, plus the documented departures from the card's mapping."""
+
+    deviations: list[str] = field(
+        default_factory=list,
+        metadata={"help": "keys that differ from psyche_utils.recipes.verl_to_trl on purpose (reasons in comments)"},
+    )
+
+
+@dataclass
+class GrpoDataArguments:
+    """The prompts GRPO trains on, and the prompt budget."""
+
+    train_file: str | None = field(
+        default=None, metadata={"help": "GRPO prompts (JSON lines); default outputs/data/grpo.jsonl from notebook 02"}
+    )
+    max_prompt_tokens: int | None = field(
+        default=None, metadata={"help": "prompts longer than this (chat template included) are removed and reported"}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "train on the first N prompts only"})
+    refuse_overlong: bool = field(
+        default=False, metadata={"help": "stop with an error when a prompt exceeds max_prompt_tokens"}
+    )
+
+
+@dataclass
+class RewardArguments:
+    """Which reward functions score the completions (weights: GRPOConfig's reward_weights)."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["format", "accuracy"], metadata={"help": "names in psyche_utils.rewards"}
+    )
+
+
+#: The dataclasses a GRPO recipe's keys belong to, by part name.
+GRPO_PARTS = {
+    "model": GrpoModelArguments,
+    "run": GrpoRunArguments,
+    "data": GrpoDataArguments,
+    "rewards": RewardArguments,
+    "lora": LoraArguments,
+    "trainer": GRPOConfig,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,60 +130,64 @@ def default_recipe(profile_name: str | None = None) -> Path:
     return default_recipe_for(STAGE, profile_name)
 
 
-def load_recipe(recipe: str | Path) -> dict[str, Any]:
-    """Read a GRPO recipe: a path, or a name under ``configs/grpo/`` ("tiny_cpu").
+def _defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keys a recipe leaves to the machine: the output folder and the precision flags."""
+    return {"output_dir": str(paths.model_dir(str(values.get("profile", "tiny")), STAGE)), **precision_defaults(values)}
 
-    The ``grpo`` section must hold only ``GRPOConfig`` fields; keys that the pinned TRL removed
-    (``max_prompt_length`` ...) are refused with their replacement named.
+
+def load_recipe(
+    recipe: str | Path | Recipe | None = None, overrides: Mapping[str, Any] | None = None, argv: Sequence[str] = ()
+) -> Recipe:
+    """A GRPO recipe (path or name under ``configs/grpo/``; default: the active profile's) with overrides.
+
+    Besides the type checks of TRL's parser, the batch sizes are checked against TRL's rules and
+    vLLM is refused with a 4-bit base (see :func:`check_recipe`).
     """
-    from trl import GRPOConfig
-
-    path = recipe_path(recipe, STAGE)
-    values = read_recipe(path)
-    unknown = set(values) - RECIPE_SECTIONS
-    if unknown:
-        raise RecipeError(f"{path}: unknown section(s) {sorted(unknown)}; allowed: {sorted(RECIPE_SECTIONS)}")
-    for section in ("profile", "data", "rewards", "grpo"):
-        if section not in values:
-            raise RecipeError(f"{path}: missing section {section!r}")
-    check_keys(values["grpo"], (GRPOConfig,), source=f"{path} (section 'grpo')")
-    values["_source"] = str(path)
-    return values
+    if isinstance(recipe, Recipe):
+        if not overrides and not argv:
+            return recipe
+        loaded = parse_recipe(STAGE, GRPO_PARTS, recipe.source, {**recipe.raw, **dict(overrides or {})}, argv, _defaults)
+    else:
+        loaded = parse_recipe(STAGE, GRPO_PARTS, recipe if recipe is not None else default_recipe(), overrides, argv, _defaults)
+    check_recipe(loaded)
+    return loaded
 
 
-def apply_overrides(recipe: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A copy of ``recipe`` with dotted keys replaced ("grpo.max_steps": 5, "data.limit": 8).
+def check_recipe(recipe: Recipe) -> None:
+    """What TRL would refuse late, or get silently wrong, refused now with the reason.
 
-    A key without a dot names a top-level section if there is one, else a ``GRPOConfig`` field,
-    so ``--max_steps 5`` on the command line means ``grpo.max_steps``.
+    vLLM with a 4-bit base: TRL's vLLM path merges the LoRA adapter into the base weights before
+    every rollout and unmerges it after; on 4-bit weights PEFT dequantizes, adds and
+    re-quantizes each time, so the frozen base drifts a little further at every step.
     """
-    result = copy.deepcopy(dict(recipe))
-    for key, value in (overrides or {}).items():
-        parts = key.split(".") if "." in key else ([key] if key in RECIPE_SECTIONS else ["grpo", key])
-        target = result
-        for part in parts[:-1]:
-            if not isinstance(target.get(part), dict):
-                target[part] = {}
-            target = target[part]
-        target[parts[-1]] = value
-    return result
+    config: GRPOConfig = recipe.trainer
+    profile = PROFILES[recipe.parts["model"].profile]
+    if config.use_vllm and profile.quantization is not None:
+        raise RecipeError(
+            f"{recipe.shown_source}: use_vllm with the {profile.name!r} profile's {profile.quantization} 4-bit base "
+            "would corrupt it (TRL merges the adapter into the quantized weights and unmerges it on every rollout, "
+            "re-quantizing each time): set use_vllm false, or train the full profile with vLLM"
+        )
+    names = recipe.parts["rewards"].reward_funcs
+    if config.reward_weights is not None and len(config.reward_weights) != len(names):
+        raise RecipeError(
+            f"{recipe.shown_source}: {len(config.reward_weights)} reward_weights for {len(names)} reward_funcs {names}"
+        )
+    try:
+        check_trl_batches(
+            {
+                "num_generations": config.num_generations,
+                "per_device_train_batch_size": config.per_device_train_batch_size,
+                "generation_batch_size": config.generation_batch_size,
+            },
+            num_processes=config.world_size,
+        )
+    except ValueError as error:
+        raise RecipeError(f"{recipe.shown_source}: {error}") from error
 
 
-def parse_cli_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["--max_steps", "5", "--data.limit", "8"]`` -> ``{"max_steps": 5, "data.limit": 8}`` (YAML-typed)."""
-    if len(pairs) % 2:
-        raise RecipeError(f"overrides come in '--key value' pairs, got {list(pairs)}")
-    overrides: dict[str, Any] = {}
-    for flag, raw in zip(pairs[::2], pairs[1::2]):
-        if not flag.startswith("--"):
-            raise RecipeError(f"expected '--key', got {flag!r}")
-        overrides[flag[2:].replace("-", "_") if "." not in flag else flag[2:]] = yaml.safe_load(raw)
-    return overrides
-
-
-def resolve_init_path(recipe: Mapping[str, Any], profile: Profile) -> Path | None:
+def resolve_init_path(init_from: str, profile: Profile) -> Path | None:
     """The checkpoint GRPO starts from: the SFT output by default, None for the base model."""
-    init_from = recipe.get("init_from", "sft")
     if init_from == "base":
         return None
     path = paths.model_dir(profile.name, "sft") if init_from == "sft" else Path(init_from)
@@ -131,43 +197,6 @@ def resolve_init_path(recipe: Mapping[str, Any], profile: Profile) -> Path | Non
             "(or set init_from to 'base' or to a model folder)."
         )
     return path
-
-
-def output_dir_for(recipe: Mapping[str, Any], profile: Profile) -> Path:
-    """Where the trained model goes: ``outputs/models/<profile>/grpo`` unless the recipe says otherwise."""
-    return Path(recipe["output_dir"]) if recipe.get("output_dir") else paths.model_dir(profile.name, "grpo")
-
-
-def build_grpo_config(recipe: Mapping[str, Any], output_dir: Path) -> Any:
-    """``GRPOConfig`` from the recipe's ``grpo`` section plus this machine's precision flags."""
-    from trl import GRPOConfig
-
-    values = dict(recipe["grpo"])
-    precision = select_precision()
-    values.setdefault("bf16", precision.bf16)
-    values.setdefault("fp16", precision.fp16)
-    values.setdefault("use_cpu", precision.use_cpu)
-    rewards = recipe["rewards"]
-    if rewards.get("weights") is not None:
-        values["reward_weights"] = list(rewards["weights"])
-    config = GRPOConfig(output_dir=str(output_dir), **values)
-    check_trl_batches(
-        {
-            "num_generations": config.num_generations,
-            "per_device_train_batch_size": config.per_device_train_batch_size,
-            "generation_batch_size": config.generation_batch_size,
-        },
-        num_processes=config.world_size,
-    )
-    return config
-
-
-def lora_config(recipe: Mapping[str, Any]) -> Any:
-    """A PEFT ``LoraConfig`` when the recipe trains adapters (its ``lora`` section), else None."""
-    settings = recipe.get("lora")
-    if not settings:
-        return None
-    return common_lora_config(settings["r"], settings["alpha"], settings["dropout"], settings["target_modules"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,26 +211,38 @@ class GrpoData:
     records: list[dict[str, Any]]
     exclusions: list[Exclusion]
     prompt_tokens: list[int]
+    records_read: int = 0
 
 
-def load_grpo_data(recipe: Mapping[str, Any], tokenizer: Any) -> GrpoData:
-    """Read ``grpo.jsonl``, drop prompts over the token budget (reported) and apply ``limit``.
+def load_grpo_data(data: GrpoDataArguments, tokenizer: Any) -> GrpoData:
+    """Read the prompts, drop those over the token budget (reported, or refused) and apply the limit.
 
     TRL no longer truncates prompts, so a long prompt would cost memory at every step; the
     budget is enforced here and each removal is reported.
     """
-    data = recipe["data"]
-    path = Path(data.get("path", "data/grpo.jsonl"))
-    path = path if path.is_absolute() else paths.outputs_dir() / path
+    path = resolve_data_path(data.train_file, paths.outputs_path("data", "grpo.jsonl"))
     records = read_dataset(path, "grpo")
-    kept, exclusions, lengths = filter_by_tokens(records, tokenizer, int(data["max_prompt_tokens"]), kind="grpo")
-    limit = data.get("limit")
+    if data.max_prompt_tokens is None:
+        kept, exclusions, lengths = list(records), [], []
+    else:
+        kept, exclusions, lengths = filter_by_tokens(records, tokenizer, data.max_prompt_tokens, kind="grpo")
+    if exclusions and data.refuse_overlong:
+        shown = ", ".join(f"{item.id} ({item.detail})" for item in exclusions[:20])
+        raise RecipeError(
+            f"{display_path(path)}: {len(exclusions)} prompt(s) exceed max_prompt_tokens {data.max_prompt_tokens}: "
+            f"{shown}; raise the budget, filter the data, or unset refuse_overlong"
+        )
+    limit = data.max_train_samples
     if limit is not None and len(kept) > limit:
-        exclusions += [Exclusion(r["id"], "grpo_limit", "beyond data.limit", f"limit {limit}") for r in kept[limit:]]
+        exclusions += [
+            Exclusion(r["id"], "grpo_limit", "beyond max_train_samples", f"limit {limit}") for r in kept[limit:]
+        ]
         kept = kept[:limit]
     if not kept:
-        raise ValueError(f"{path}: no GRPO prompt is left after the token budget and limit ({len(exclusions)} removed).")
-    return GrpoData(path, kept, exclusions, lengths)
+        raise RecipeError(
+            f"{display_path(path)}: no GRPO prompt is left after the token budget and limit ({len(exclusions)} removed)."
+        )
+    return GrpoData(path, kept, exclusions, lengths, len(records))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +301,28 @@ class RolloutRecorder:
             self._rollout += 1
 
 
+def epoch_seeded(sampler: Any) -> Any:
+    """TRL's ``RepeatSampler``, made to draw each epoch's prompt order from ``seed + epoch``.
+
+    TRL's sampler keeps one random generator for the whole run, so epoch 2's order depends on
+    having drawn epoch 1's; a run resumed in epoch 2 builds a fresh sampler and repeats epoch
+    1's order instead. The Trainer calls ``set_epoch`` before every epoch (also after a resume),
+    so reseeding there gives an interrupted run the same prompts as an uninterrupted one.
+    """
+    from trl.trainer.utils import RepeatSampler
+
+    if not isinstance(sampler, RepeatSampler) or sampler.seed is None:
+        return sampler
+
+    class EpochSeededRepeatSampler(RepeatSampler):
+        def set_epoch(self, epoch: int) -> None:
+            self.generator.manual_seed(self.seed + epoch)
+
+    seeded = EpochSeededRepeatSampler.__new__(EpochSeededRepeatSampler)
+    seeded.__dict__.update(sampler.__dict__)
+    return seeded
+
+
 def timed_trainer_class() -> type:
     """``GRPOTrainer`` that also measures where the time goes.
 
@@ -270,6 +333,9 @@ def timed_trainer_class() -> type:
     from trl import GRPOTrainer
 
     class TimedGRPOTrainer(GRPOTrainer):
+        def _get_train_sampler(self, dataset: Any = None) -> Any:
+            return epoch_seeded(super()._get_train_sampler(dataset))
+
         def __init__(self, *args: Any, recorder: RolloutRecorder | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.timings: dict[str, float] = defaultdict(float)
@@ -350,33 +416,35 @@ def group_reward_std(rollouts: Sequence[Mapping[str, Any]], num_generations: int
 
 
 def run_grpo(
-    recipe: str | Path | Mapping[str, Any] | None = None,
+    recipe: str | Path | Recipe | None = None,
     overrides: Mapping[str, Any] | None = None,
     *,
     callbacks: Sequence[Any] | None = None,
 ) -> GrpoResult:
     """Train (or resume) one GRPO run; save the model, its card, its log and its rollouts.
 
-    ``recipe`` is a path, a name under ``configs/grpo/`` or an already loaded recipe (default:
-    the active profile's recipe); ``overrides`` replace recipe values, like ``--key value``.
+    ``recipe`` is a path, a name under ``configs/grpo/`` or a loaded :class:`Recipe` (default:
+    the active profile's recipe); ``overrides`` replace recipe keys, like ``--key value``.
     A recipe's ``cpu_threads`` applies to this run only (on a CPU); the previous count is restored.
     """
     import torch
+    from accelerate import PartialState
 
-    recipe = recipe if recipe is not None else default_recipe()
-    loaded = dict(recipe) if isinstance(recipe, Mapping) else load_recipe(recipe)
-    settings = apply_overrides(loaded, overrides)
-    threads = settings.get("cpu_threads")
+    pinned = pin_one_device(PartialState().num_processes)
+    loaded = load_recipe(recipe, overrides)
+    if pinned and PartialState().is_main_process:
+        print(pinned)
+    threads = loaded.parts["run"].cpu_threads
     previous_threads = torch.get_num_threads()
     if threads and not torch.cuda.is_available():
         torch.set_num_threads(int(threads))
     try:
-        return _train(settings, callbacks)
+        return _train(loaded, callbacks)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(settings: dict[str, Any], callbacks: Sequence[Any] | None) -> GrpoResult:
+def _train(recipe: Recipe, callbacks: Sequence[Any] | None) -> GrpoResult:
     """The run itself, for :func:`run_grpo`."""
     import torch
     from accelerate import PartialState
@@ -386,29 +454,42 @@ def _train(settings: dict[str, Any], callbacks: Sequence[Any] | None) -> GrpoRes
     from psyche_utils.notebook import seed_everything
 
     started = time.perf_counter()
-    profile = get_profile(settings["profile"])
+    model_args, run_args, data_args = recipe.parts["model"], recipe.parts["run"], recipe.parts["data"]
+    args: GRPOConfig = recipe.trainer
+    profile = get_profile(model_args.profile)
     state = PartialState()
-    seed_everything(int(settings["grpo"].get("seed", 42)))
-    output_dir = output_dir_for(settings, profile)
+    if state.is_main_process:
+        print(f"GRPO: {recipe.describe()}")
+    check_single_device(args)
+    seed_everything(int(args.seed))
+    output_dir = Path(args.output_dir)
+    peft_config = lora_from(recipe.parts["lora"], profile)
     # Arguments first: under DeepSpeed ZeRO-3 they must exist before the model loads, so that
     # from_pretrained creates the weights already sharded across the processes.
-    args = build_grpo_config(settings, output_dir)
-    init_path = resolve_init_path(settings, profile)
+    init_path = resolve_init_path(model_args.init_from, profile)
     model, tokenizer = load_model_and_tokenizer(profile, init_path, for_training=True)
-    data = load_grpo_data(settings, tokenizer)
+    data = load_grpo_data(data_args, tokenizer)
+    over_budget = [item for item in data.exclusions if item.reason == "over token budget"]
+    if over_budget and state.is_main_process:
+        print(f"Removed {len(over_budget)} of {data.records_read} prompts over max_prompt_tokens "
+              f"{data_args.max_prompt_tokens}: {', '.join(f'{item.id} ({item.detail})' for item in over_budget)}")
 
+    reward_names = recipe.parts["rewards"].reward_funcs
     fingerprint = {
         "stage": STAGE,
         "profile": profile.name,
         "init_from": str(init_path) if init_path else "base",
-        "data_sha256": sha256_file(data.path),
-        "prompts": len(data.records),
-        "lora": bool(settings.get("lora")),
+        "train_file_sha256": sha256_file(data.path),
+        "records": len(data.records),
+        "use_lora": peft_config is not None,
+        **{f"hp.{key}": value for key, value in hyperparameters(
+            recipe, {"reward_funcs": reward_names, "max_prompt_tokens": data_args.max_prompt_tokens}).items()},
     }
-    checkpoint = prepare_output_dir(
-        output_dir, fingerprint, resume=bool(settings.get("resume", False)), is_main_process=state.is_main_process
+    decision = prepare_output_dir(
+        output_dir, fingerprint, resume=run_args.resume,
+        allow_changed_hyperparameters=run_args.allow_changed_hyperparameters, state=state,
     )
-    state.wait_for_everyone()
+    checkpoint = decision.checkpoint
 
     if state.is_main_process:
         per_update = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
@@ -425,10 +506,10 @@ def _train(settings: dict[str, Any], callbacks: Sequence[Any] | None) -> GrpoRes
     trainer = timed_trainer_class()(
         model=model,
         processing_class=tokenizer,
-        reward_funcs=[recorder.wrap(function) for function in reward_functions(settings["rewards"]["names"])],
+        reward_funcs=[recorder.wrap(function) for function in reward_functions(reward_names)],
         args=args,
         train_dataset=Dataset.from_list(data.records),
-        peft_config=lora_config(settings),
+        peft_config=peft_config,
         callbacks=list(callbacks or []),
         recorder=recorder,
     )
@@ -437,7 +518,9 @@ def _train(settings: dict[str, Any], callbacks: Sequence[Any] | None) -> GrpoRes
     train_time = time.perf_counter() - before_train
     recorder.flush()
 
-    save_trained_model(trainer, output_dir, merge_lora=True, merged_dtype=select_precision().dtype)
+    save_trained_model(
+        trainer, output_dir, merge_lora=recipe.parts["lora"].merge_lora, merged_dtype=select_precision().dtype
+    )
     timings = trainer.timings
     result = GrpoResult(
         output_dir=output_dir,
@@ -455,8 +538,8 @@ def _train(settings: dict[str, Any], callbacks: Sequence[Any] | None) -> GrpoRes
     )
     if state.is_main_process:
         write_loss_log(trainer.state.log_history, output_dir / LOSS_LOG_NAME)
-        _write_run_files(result, settings)
-        _write_card(result, settings, profile, data)
+        _write_run_files(result, recipe)
+        _write_card(result, recipe, profile, data, peft_config is not None, decision)
     state.wait_for_everyone()
     del trainer
     if torch.cuda.is_available():
@@ -464,12 +547,14 @@ def _train(settings: dict[str, Any], callbacks: Sequence[Any] | None) -> GrpoRes
     return result
 
 
-def _write_run_files(result: GrpoResult, recipe: Mapping[str, Any]) -> None:
+def _write_run_files(result: GrpoResult, recipe: Recipe) -> None:
     with (result.output_dir / ROLLOUTS_FILE).open("w", encoding="utf-8") as handle:
         for row in result.rollouts:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     summary = {
-        "recipe": {key: value for key, value in recipe.items() if not key.startswith("_")},
+        "recipe": recipe.given,
+        "recipe_source": recipe.shown_source,
+        "overrides": list(recipe.overrides),
         "history": result.history,
         "timing": result.timing_table(),
         "wall_time_s": round(result.wall_time_s, 2),
@@ -482,15 +567,9 @@ def _write_run_files(result: GrpoResult, recipe: Mapping[str, Any]) -> None:
     (result.output_dir / SUMMARY_FILE).write_text(text + "\n", encoding="utf-8")
 
 
-def _shown(path: Path) -> str:
-    """A path as the card shows it: relative to the repository when it is inside it."""
-    try:
-        return path.resolve().relative_to(paths.REPO_ROOT).as_posix()
-    except ValueError:
-        return path.name
-
-
-def _write_card(result: GrpoResult, recipe: Mapping[str, Any], profile: Profile, data: GrpoData) -> None:
+def _write_card(
+    result: GrpoResult, recipe: Recipe, profile: Profile, data: GrpoData, use_lora: bool, decision: ResumeDecision
+) -> None:
     steps = result.step_metrics()
     outcome = {
         "global_step": result.global_step,
@@ -500,22 +579,26 @@ def _write_card(result: GrpoResult, recipe: Mapping[str, Any], profile: Profile,
         "train_time_s": round(result.train_time_s, 1),
         "time_shares": {row["phase"]: row["share"] for row in result.timing_table()},
     }
-    layout = "a merged full model; the LoRA adapter alone is in `adapter/`" if recipe.get("lora") else "a full model"
+    over_budget = [item.id for item in data.exclusions if item.reason == "over token budget"]
+    beyond_limit = [item.id for item in data.exclusions if item.reason == "beyond max_train_samples"]
+    layout = "a merged full model; the LoRA adapter alone is in `adapter/`" if use_lora else "a full model"
     write_model_card(
         result.output_dir,
         title=f"Psyche-R1 tutorial: GRPO model ({profile.name} profile)",
         summary=(
             "GRPO on the challenging questions, starting from the SFT model, with the rewards "
-            f"{', '.join(recipe['rewards']['names'])}. This folder holds {layout}, the log `{LOSS_LOG_NAME}`, "
-            f"every scored completion in `{ROLLOUTS_FILE}` and the run summary `{SUMMARY_FILE}`."
+            f"{', '.join(recipe.parts['rewards'].reward_funcs)}. This folder holds {layout}, the log "
+            f"`{LOSS_LOG_NAME}`, every scored completion in `{ROLLOUTS_FILE}` and the run summary `{SUMMARY_FILE}`."
         ),
-        recipe_source=_shown(Path(recipe.get("_source", "configs/grpo"))),
-        recipe={key: value for key, value in recipe.items() if not key.startswith("_")},
+        recipe=recipe,
         data={
-            "file": _shown(data.path),
+            "file": display_path(data.path),
             "sha256": sha256_file(data.path),
-            "prompts_used": len(data.records),
-            "excluded": len(data.exclusions),
+            "prompts_read": data.records_read,
+            "prompts_trained_on": len(data.records),
+            f"removed_over_max_prompt_tokens_{recipe.parts['data'].max_prompt_tokens}": len(over_budget),
+            **({"removed_ids": over_budget} if over_budget else {}),
+            "left_out_beyond_max_train_samples": len(beyond_limit),
         },
         result=outcome,
         usage=(
@@ -525,6 +608,7 @@ def _write_card(result: GrpoResult, recipe: Mapping[str, Any], profile: Profile,
             f"profile = get_profile({profile.name!r})\n"
             f"model, tokenizer = load_model_and_tokenizer(profile, model_dir({profile.name!r}, 'grpo'))"
         ),
+        resume=decision,
     )
 
 
@@ -548,46 +632,27 @@ def launch_command(profile_name: str) -> str:
     return launch_command_for(STAGE, profile_name)
 
 
-def override_args(overrides: Mapping[str, Any]) -> list[str]:
-    """``{"max_steps": 5, "rewards.names": [...]}`` as ``--key value`` arguments (JSON is valid YAML)."""
-    args: list[str] = []
-    for key, value in overrides.items():
-        args += [f"--{key}", value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)]
-    return args
-
-
 def run_or_launch(
-    profile: Profile, recipe: str | Path | Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None
+    profile: Profile, recipe: str | Path | Recipe | None = None, overrides: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Train from a notebook: in this process, or through ``accelerate launch`` for a multi-GPU profile.
+    """Train from a notebook: in this process, or through ``accelerate launch`` for a multi-process profile.
 
     Either way the run's summary and rollouts are read back from its output folder, so the
     notebook code after training is the same for one CPU and eight GPUs.
     """
-    import shlex
-    import subprocess
-
-    loaded = dict(recipe) if isinstance(recipe, Mapping) else load_recipe(recipe or default_recipe(profile.name))
-    overrides = dict(overrides or {})
+    loaded = load_recipe(recipe or default_recipe(profile.name), overrides)
     if profile.num_processes > 1:
-        command = shlex.split(launch_command(profile.name))
-        command[command.index("--config") + 1] = loaded["_source"]
-        command += override_args(overrides)
-        print("running:", shlex.join(command))
-        subprocess.run(command, check=True, cwd=paths.REPO_ROOT)
-        return load_run(output_dir_for(apply_overrides(loaded, overrides), profile))
-    result = run_grpo(loaded, overrides)
-    return load_run(result.output_dir)
+        launch(STAGE, profile.name, loaded.source, loaded.raw)
+    else:
+        run_grpo(loaded)
+    return load_run(Path(loaded.trainer.output_dir))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m psyche_utils.train grpo --config FILE [--key value ...]``."""
+def _main(argv: Sequence[str]) -> int:
     from accelerate import PartialState
 
-    parser = argparse.ArgumentParser(prog="python -m psyche_utils.train grpo")
-    parser.add_argument("--config", default=None, help="a recipe file or a name in configs/grpo/")
-    known, rest = parser.parse_known_args(list(argv or []))
-    result = run_grpo(known.config, parse_cli_overrides(rest))
+    recipe, rest = split_config_argument(argv)
+    result = run_grpo(load_recipe(recipe, argv=rest))
     if PartialState().is_main_process:
         steps = result.step_metrics()
         print(json.dumps(
@@ -602,3 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             indent=2,
         ))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m psyche_utils.train grpo --config FILE [--key value ...]``."""
+    return run_cli(STAGE, list(argv or []), _main)

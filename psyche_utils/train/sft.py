@@ -21,29 +21,42 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from datasets import Dataset
+from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
-from psyche_utils.answers import THINK_CLOSE, THINK_OPEN, split_reasoning
+from psyche_utils.answers import is_well_formed
 from psyche_utils.formatting import card_path, read_dataset
 from psyche_utils.memory import GIB, estimate_for_profile
 from psyche_utils.models import base_model_source, load_model_and_tokenizer
-from psyche_utils.paths import REPO_ROOT, model_dir, outputs_path
-from psyche_utils.profiles import get_profile, select_precision
+from psyche_utils.paths import model_dir, outputs_path
+from psyche_utils.profiles import Profile, get_profile, select_precision
 from psyche_utils.train.common import (
     LOSS_LOG_NAME,
-    build_configs,
+    LoraArguments,
+    ModelArguments,
+    Recipe,
+    RecipeError,
+    ResumeDecision,
+    RunArguments,
+    check_single_device,
+    default_recipe_for,
+    display_path,
     effective_batch_size,
-    lora_config,
-    parse_overrides,
+    hyperparameters,
+    launch,
+    launch_command_for,
+    lora_from,
+    parse_recipe,
+    pin_one_device,
+    precision_defaults,
     prepare_output_dir,
     read_loss_log,
-    read_recipe,
-    default_recipe_for,
-    launch_command_for,
-    recipe_path,
+    resolve_data_path,
+    run_cli,
     save_trained_model,
     sha256_file,
+    split_config_argument,
     write_loss_log,
     write_model_card,
 )
@@ -52,30 +65,29 @@ STAGE = "sft"
 
 
 @dataclass
-class SFTRunArguments:
-    """Recipe keys that are about this project's run rather than TRL's trainer."""
+class SFTDataArguments:
+    """Which records SFT trains on, and what happens to records longer than ``max_length``."""
 
-    profile: str = field(default="tiny", metadata={"help": "tiny, qlora or full: how the base model is loaded"})
     train_file: str | None = field(
         default=None, metadata={"help": "SFT records (JSON lines); default outputs/data/sft.jsonl from notebook 02"}
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "train on the first N records only (quick trials)"}
     )
-    resume: bool = field(
-        default=True, metadata={"help": "continue from the newest checkpoint of the same run; false starts over"}
+    refuse_overlong: bool = field(
+        default=False,
+        metadata={"help": "stop with an error when a record is longer than max_length (default: remove and report it)"},
     )
-    use_lora: bool | None = field(default=None, metadata={"help": "train LoRA adapters; default: what the profile says"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
-    lora_target_modules: str = field(
-        default="all-linear", metadata={"help": "'all-linear' or a comma-separated list of module names"}
-    )
-    merge_lora: bool = field(default=True, metadata={"help": "also save a merged full model beside the adapter"})
-    cpu_threads: int | None = field(
-        default=None, metadata={"help": "torch CPU threads while training; default: torch's own choice"}
-    )
+
+
+#: The dataclasses a SFT recipe's keys belong to, by part name.
+SFT_PARTS = {
+    "model": ModelArguments,
+    "run": RunArguments,
+    "data": SFTDataArguments,
+    "lora": LoraArguments,
+    "trainer": SFTConfig,
+}
 
 
 @dataclass
@@ -90,6 +102,7 @@ class SFTRun:
     train_tokens: int
     examples: int
     effective_batch: int
+    removed: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def first_loss(self) -> float:
@@ -113,30 +126,33 @@ def default_recipe(profile_name: str | None = None) -> Path:
     return default_recipe_for(STAGE, profile_name)
 
 
-def recipe_values(recipe: str | Path, overrides: Mapping[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
-    """The recipe file's keys with the overrides applied and the output folder filled in."""
-    path = recipe_path(recipe, STAGE)
-    values = {**read_recipe(path), **dict(overrides or {})}
-    values.setdefault("output_dir", str(model_dir(str(values.get("profile", "tiny")), STAGE)))
-    return path, values
+def _defaults(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keys a recipe leaves to the machine: the output folder and the precision flags."""
+    return {"output_dir": str(model_dir(str(values.get("profile", "tiny")), STAGE)), **precision_defaults(values)}
 
 
-def load_configs(
-    recipe: str | Path, overrides: Mapping[str, Any] | None = None
-) -> tuple[SFTRunArguments, SFTConfig, dict[str, Any]]:
-    """Run arguments, the ``SFTConfig`` and the merged values, from a recipe plus overrides."""
-    path, values = recipe_values(recipe, overrides)
-    run_args, config = build_configs((SFTRunArguments, SFTConfig), values, source=str(path))
-    return run_args, config, values
+def load_recipe(
+    recipe: str | Path | Recipe | None = None, overrides: Mapping[str, Any] | None = None, argv: Sequence[str] = ()
+) -> Recipe:
+    """A SFT recipe (path or name under ``configs/sft/``; default: the active profile's) with overrides.
+
+    ``overrides`` (a dict) and ``argv`` (``--key value`` strings) go through TRL's parser like
+    the file's own keys, so every value has its field's type.
+    """
+    if isinstance(recipe, Recipe):
+        if overrides or argv:
+            return parse_recipe(STAGE, SFT_PARTS, recipe.source, {**recipe.raw, **dict(overrides or {})}, argv, _defaults)
+        return recipe
+    return parse_recipe(STAGE, SFT_PARTS, recipe if recipe is not None else default_recipe(), overrides, argv, _defaults)
 
 
 # ---------------------------------------------------------------------------------------------
 # Data
 
 
-def train_file_path(run_args: SFTRunArguments) -> Path:
+def train_file_path(data: SFTDataArguments) -> Path:
     """Where the SFT records are read from."""
-    return Path(run_args.train_file) if run_args.train_file else outputs_path("data", "sft.jsonl")
+    return resolve_data_path(data.train_file, outputs_path("data", "sft.jsonl"))
 
 
 def load_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -147,7 +163,7 @@ def load_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
         )
     records = read_dataset(path, "sft")
     if not records:
-        raise ValueError(f"{path} holds no records: there is nothing to train on")
+        raise RecipeError(f"{path} holds no records: there is nothing to train on")
     return records[:limit] if limit else records
 
 
@@ -156,13 +172,56 @@ def records_to_dataset(records: Sequence[Mapping[str, Any]]) -> Dataset:
     return Dataset.from_list([{"messages": list(record["messages"])} for record in records])
 
 
-def data_summary(path: Path, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """What the model card says about the data: file, hash, size and the data card's counts."""
-    try:
-        shown = path.resolve().relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        shown = path.name
-    summary: dict[str, Any] = {"file": shown, "sha256": sha256_file(path), "records_used": len(records)}
+def training_token_lengths(tokenizer: Any, records: Sequence[Mapping[str, Any]], *, assistant_only_loss: bool) -> list[int]:
+    """Each record's length in tokens, tokenized exactly as ``SFTTrainer`` will tokenize it.
+
+    TRL renders a conversation with ``apply_chat_template(tokenize=True)``, with its training
+    template when the loss is on assistant turns only (the same text, plus turn markers).
+    """
+    template = training_chat_template(tokenizer) if assistant_only_loss else None
+    return [
+        len(tokenizer.apply_chat_template(list(record["messages"]), tokenize=True, return_dict=True,
+                                          chat_template=template)["input_ids"])
+        for record in records
+    ]
+
+
+def drop_overlong(
+    records: Sequence[dict[str, Any]], lengths: Sequence[int], max_length: int | None, *, refuse: bool, source: str
+) -> tuple[list[dict[str, Any]], list[tuple[str, int]]]:
+    """Records that fit ``max_length`` and the (id, length) of the others.
+
+    TRL would cut a longer record at ``max_length`` (usually through the answer it exists to
+    teach) and drop it entirely when nothing trainable is left; here it is removed before the
+    trainer sees it and reported, or the run stops when ``refuse`` is set.
+    """
+    if max_length is None:
+        return list(records), []
+    removed = [(str(record["id"]), length) for record, length in zip(records, lengths) if length > max_length]
+    if removed and refuse:
+        shown = ", ".join(f"{rid} ({length})" for rid, length in removed[:20])
+        raise RecipeError(
+            f"{source}: {len(removed)} record(s) are longer than max_length {max_length} tokens: {shown}"
+            f"{' ...' if len(removed) > 20 else ''}; raise max_length, filter the data, or unset refuse_overlong"
+        )
+    kept = [record for record, length in zip(records, lengths) if length <= max_length]
+    if not kept:
+        raise RecipeError(f"{source}: every record is longer than max_length {max_length} tokens: nothing to train on")
+    return kept, removed
+
+
+def data_summary(path: Path, records_read: int, records: Sequence[Mapping[str, Any]], removed: Sequence[tuple[str, int]],
+                 max_length: int | None) -> dict[str, Any]:
+    """What the model card says about the data: file, hash, what was trained on and what was removed."""
+    summary: dict[str, Any] = {
+        "file": display_path(path),
+        "sha256": sha256_file(path),
+        "records_read": records_read,
+        "records_trained_on": len(records),
+        f"removed_over_max_length_{max_length}": len(removed),
+    }
+    if removed:
+        summary["removed_ids"] = [rid for rid, _ in removed]
     card = card_path(path)
     if card.exists():
         card_data = json.loads(card.read_text(encoding="utf-8"))
@@ -177,37 +236,58 @@ def data_summary(path: Path, records: Sequence[Mapping[str, Any]]) -> dict[str, 
 
 
 def run_sft(
-    recipe: str | Path | None = None,
+    recipe: str | Path | Recipe | None = None,
     overrides: Mapping[str, Any] | None = None,
     *,
     callbacks: Sequence[Any] | None = None,
 ) -> SFTRun:
     """Train (or resume) one SFT run and save the model, its card and its loss log.
 
-    ``recipe`` is a path or a name under ``configs/sft/`` (default: the active profile's recipe);
-    ``overrides`` replace recipe keys, exactly like ``--key value`` on the command line.
+    ``recipe`` is a path or a name under ``configs/sft/`` (default: the active profile's recipe)
+    or a loaded :class:`Recipe`; ``overrides`` replace recipe keys, exactly like ``--key value``
+    on the command line.
     """
-    recipe = recipe if recipe is not None else default_recipe()
-    run_args, config, values = load_configs(recipe, overrides)
-    profile = get_profile(run_args.profile)
-    use_lora = profile.lora if run_args.use_lora is None else run_args.use_lora
     state = PartialState()
+    pinned = pin_one_device(state.num_processes)
+    loaded = load_recipe(recipe, overrides)
+    model_args, run_args, data_args = loaded.parts["model"], loaded.parts["run"], loaded.parts["data"]
+    config: SFTConfig = loaded.trainer
+    profile = get_profile(model_args.profile)
+    peft_config = lora_from(loaded.parts["lora"], profile)
     output_dir = Path(config.output_dir)
+    if state.is_main_process:
+        print(f"SFT: {loaded.describe()}")
+        if pinned:
+            print(pinned)
+    check_single_device(config)
 
-    data_path = train_file_path(run_args)
-    records = load_records(data_path, run_args.max_train_samples)
+    data_path = train_file_path(data_args)
+    all_records = load_records(data_path, data_args.max_train_samples)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_source(profile))
+    lengths = training_token_lengths(tokenizer, all_records, assistant_only_loss=bool(config.assistant_only_loss))
+    records, removed = drop_overlong(
+        all_records, lengths, config.max_length, refuse=data_args.refuse_overlong, source=display_path(data_path)
+    )
+    if removed and state.is_main_process:
+        print(f"Removed {len(removed)} of {len(all_records)} records longer than max_length {config.max_length} "
+              f"tokens (never truncated): {', '.join(f'{rid} ({n})' for rid, n in removed)}")
     fingerprint = {
         "stage": STAGE,
         "profile": profile.name,
         "base_model": base_model_source(profile),
         "train_file_sha256": sha256_file(data_path),
         "records": len(records),
-        "use_lora": use_lora,
+        "use_lora": peft_config is not None,
+        **{f"hp.{key}": value for key, value in hyperparameters(loaded).items()},
     }
-    checkpoint = prepare_output_dir(output_dir, fingerprint, resume=run_args.resume, is_main_process=state.is_main_process)
-    state.wait_for_everyone()
+    decision = prepare_output_dir(
+        output_dir, fingerprint, resume=run_args.resume,
+        allow_changed_hyperparameters=run_args.allow_changed_hyperparameters, state=state,
+    )
+    checkpoint = decision.checkpoint
 
-    effective = effective_batch_size(config, config.world_size)
+    devices = max(1, int(config.n_gpu)) if config.world_size == 1 else 1
+    effective = effective_batch_size(config, config.world_size * devices)
     if state.is_main_process:
         estimate = estimate_for_profile(
             profile,
@@ -215,8 +295,8 @@ def run_sft(
             seq_len=config.max_length or profile.max_length,
             gradient_checkpointing=bool(config.activation_checkpointing),
             num_processes=config.world_size,
-            lora=use_lora,
-            lora_rank=run_args.lora_r,
+            lora=peft_config is not None,
+            lora_rank=loaded.parts["lora"].lora_r,
         )
         print(f"SFT on profile {profile.name!r}: {len(records)} records, effective batch {effective} "
               f"({config.per_device_train_batch_size} x {config.world_size} process(es) x "
@@ -229,11 +309,6 @@ def run_sft(
     # The config exists before the model is loaded: under DeepSpeed ZeRO-3 that order lets
     # transformers create the weights already sharded across the processes.
     model, tokenizer = load_model_and_tokenizer(profile, for_training=True)
-    peft_config = (
-        lora_config(run_args.lora_r, run_args.lora_alpha, run_args.lora_dropout, run_args.lora_target_modules)
-        if use_lora
-        else None
-    )
     trainer = SFTTrainer(
         model=model,
         args=config,
@@ -242,6 +317,11 @@ def run_sft(
         peft_config=peft_config,
         callbacks=list(callbacks or []),
     )
+    if not config.packing and len(trainer.train_dataset) != len(records):
+        raise RecipeError(
+            f"TRL kept {len(trainer.train_dataset)} of {len(records)} records after its own preparation; "
+            "the length filter and TRL disagree"
+        )
     threads = torch.get_num_threads()
     if run_args.cpu_threads:
         torch.set_num_threads(run_args.cpu_threads)
@@ -252,7 +332,7 @@ def run_sft(
     finally:
         torch.set_num_threads(threads)
 
-    save_trained_model(trainer, output_dir, merge_lora=run_args.merge_lora, merged_dtype=select_precision().dtype)
+    save_trained_model(trainer, output_dir, merge_lora=loaded.parts["lora"].merge_lora, merged_dtype=select_precision().dtype)
     log = [entry for entry in trainer.state.log_history if "loss" in entry]
     tokens = max((int(entry.get("num_tokens", 0)) for entry in log), default=0)
     run = SFTRun(
@@ -264,24 +344,22 @@ def run_sft(
         train_tokens=tokens,
         examples=len(records),
         effective_batch=effective,
+        removed=removed,
     )
     if state.is_main_process:
         write_loss_log(trainer.state.log_history, output_dir / LOSS_LOG_NAME)
-        _write_card(run, values, Path(recipe_path(recipe, STAGE)), profile.name, use_lora, data_summary(data_path, records))
+        _write_card(run, loaded, profile.name, peft_config is not None,
+                    data_summary(data_path, len(all_records), records, removed, config.max_length), decision)
     state.wait_for_everyone()
     return run
 
 
 def _write_card(
-    run: SFTRun, values: Mapping[str, Any], recipe_file: Path, profile_name: str, use_lora: bool, data: dict[str, Any]
+    run: SFTRun, recipe: Recipe, profile_name: str, use_lora: bool, data: dict[str, Any], decision: ResumeDecision
 ) -> None:
-    try:
-        recipe_shown = recipe_file.resolve().relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        recipe_shown = recipe_file.name
-    recipe = {key: value for key, value in values.items() if key != "output_dir"}
     result = {
         "global_step": run.global_step,
+        "examples_seen": run.global_step * run.effective_batch,
         "resumed_from": run.resumed_from.name if run.resumed_from else None,
         "first_logged_loss": round(run.first_loss, 4) if run.log else None,
         "final_logged_loss": round(run.final_loss, 4) if run.log else None,
@@ -298,7 +376,6 @@ def _write_card(
             f"to answer in the Psyche-R1 format: reasoning inside `<think> ... </think>`, then the answer. "
             f"Loss on assistant turns only. This folder holds {layout}, the loss log `{LOSS_LOG_NAME}` and this card."
         ),
-        recipe_source=recipe_shown,
         recipe=recipe,
         data=data,
         result=result,
@@ -309,6 +386,7 @@ def _write_card(
             f"profile = get_profile({profile_name!r})\n"
             f"model, tokenizer = load_model_and_tokenizer(profile, model_dir({profile_name!r}, 'sft'))"
         ),
+        resume=decision,
     )
 
 
@@ -353,23 +431,6 @@ def loss_mask_spans(tokenizer: Any, messages: Sequence[Mapping[str, str]], *, as
             spans.append((tokenizer.decode(ids[start:index]), mask[start], index - start))
             start = index
     return spans
-
-
-def is_well_formed(reply: str) -> bool:
-    """One think block, opened first and closed, then a non-empty answer.
-
-    The reasoning may be empty: the shipped empathetic replies have no written analysis, and
-    their training examples carry an empty think block rather than an invented one.
-    """
-    text = reply.strip()
-    reasoning, answer = split_reasoning(text)
-    return (
-        text.startswith(THINK_OPEN)
-        and reasoning is not None
-        and text.count(THINK_OPEN) == 1
-        and text.count(THINK_CLOSE) == 1
-        and bool(answer)
-    )
 
 
 def well_formed_rate(replies: Sequence[str]) -> float:
@@ -430,16 +491,35 @@ def launch_command(profile_name: str) -> str:
     return launch_command_for(STAGE, profile_name)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m psyche_utils.train sft --config FILE [--key value ...]``."""
-    recipe, overrides = parse_overrides(list(argv or []), (SFTRunArguments, SFTConfig))
-    run = run_sft(recipe, overrides)
+def run_or_launch(
+    profile: Profile, recipe: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Train from a notebook: in this process, or through ``accelerate launch`` for a multi-process profile.
+
+    Either way the loss log is read back from the run's output folder.
+    """
+    loaded = load_recipe(recipe or default_recipe(profile.name), overrides)
+    if profile.num_processes > 1:
+        launch(STAGE, profile.name, loaded.source, loaded.raw)
+    else:
+        run_sft(loaded)
+    return load_run(Path(loaded.trainer.output_dir))
+
+
+def _main(argv: Sequence[str]) -> int:
+    recipe, rest = split_config_argument(argv)
+    run = run_sft(load_recipe(recipe, argv=rest))
     if PartialState().is_main_process:
         print(json.dumps(
             {"output_dir": str(run.output_dir), "global_step": run.global_step,
              "first_loss": run.first_loss if run.log else None, "final_loss": run.final_loss if run.log else None,
-             "train_runtime_s": round(run.train_runtime, 2), "tokens_per_second": round(run.tokens_per_second, 1)},
+             "train_runtime_s": round(run.train_runtime, 2), "tokens_per_second": round(run.tokens_per_second, 1),
+             "records_trained_on": run.examples, "removed_over_max_length": len(run.removed)},
             indent=2,
         ))
     return 0
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m psyche_utils.train sft --config FILE [--key value ...]``."""
+    return run_cli(STAGE, list(argv or []), _main)
