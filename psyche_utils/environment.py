@@ -14,15 +14,25 @@ from pathlib import Path
 from psyche_utils.paths import REPO_ROOT
 
 REQUIREMENTS = REPO_ROOT / "requirements.txt"
+#: The pinned stack plus vLLM, for GPU machines (``make env-gpu``).
+GPU_REQUIREMENTS = REPO_ROOT / "requirements-gpu.txt"
 _PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;#]+)$")
+_INCLUDE = re.compile(r"^-r\s+(\S+)$")
 
 
 def read_pins(path: Path = REQUIREMENTS) -> dict[str, str]:
-    """``{package: version}`` from a requirements file where every line is an exact pin."""
+    """``{package: version}`` from a requirements file where every line is an exact pin.
+
+    ``-r other.txt`` lines (as in requirements-gpu.txt) include another file, relative to this one.
+    """
     pins: dict[str, str] = {}
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            continue
+        include = _INCLUDE.match(line)
+        if include:
+            pins.update(read_pins(path.parent / include.group(1)))
             continue
         match = _PIN.match(line)
         if not match:
@@ -57,3 +67,24 @@ def check_installed(pins: dict[str, str] | None = None) -> list[PackageStatus]:
             installed = None
         statuses.append(PackageStatus(name, version, installed))
     return statuses
+
+
+def trl_vllm_range() -> str | None:
+    """The vLLM versions the installed TRL declares it works with (its ``vllm`` extra), e.g. ``<=0.31.0,>=0.22.0``."""
+    try:
+        requirements = metadata.requires("trl") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for requirement in requirements:
+        name, _, rest = requirement.partition(";")
+        if re.match(r"^vllm\b", name.strip()) and "extra" in rest and "vllm" in rest:
+            return name.strip()[len("vllm") :].strip() or None
+    return None
+
+
+def version_in_range(version: str, specifier: str) -> bool:
+    """Whether ``version`` satisfies a PEP 440 specifier such as ``>=0.22.0,<=0.31.0``."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    return Version(version.split("+")[0]) in SpecifierSet(specifier)

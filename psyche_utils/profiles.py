@@ -7,6 +7,7 @@ profile, so a learner switches from a laptop to eight GPUs by changing one envir
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass
 
@@ -14,6 +15,12 @@ import torch
 
 BASE_MODEL_ID = "Qwen/Qwen2.5-7B-Instruct"
 PROFILE_ENV_VAR = "PSYCHE_PROFILE"
+EMULATE_ENV_VAR = "PSYCHE_EMULATE_GPU_ON_CPU"
+
+# bitsandbytes is imported by peft (and so by TRL) on every path, and on CPUs with AVX512-BF16 it
+# logs that an optional faster CPU kernel package ("kernels") is missing. Its fallback computes
+# the same numbers, so on this tutorial's CPU path the hint is noise; quieted by name, before import.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 class ProfileError(RuntimeError):
@@ -96,6 +103,20 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+def emulating_gpu_on_cpu() -> bool:
+    """Whether ``PSYCHE_EMULATE_GPU_ON_CPU=1`` asks for a GPU profile's code path on the CPU.
+
+    With the switch on, the ``qlora`` and ``full`` profiles run on a machine without a GPU:
+    ``get_profile`` stops refusing them, ``psyche_utils.models`` loads the locally built tiny
+    model instead of the 7B id, and everything else stays the profile's own - 4-bit NF4 with
+    double quantization and LoRA for ``qlora`` (bitsandbytes 0.50 runs NF4 on the CPU), the
+    recipes, the trainer arguments. Only device placement differs (CPU, fp32 compute). It exists
+    so tests can exercise the GPU profiles' loading, training and merging code without a GPU;
+    the numbers it produces say nothing about the 7B model.
+    """
+    return os.environ.get(EMULATE_ENV_VAR, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def cuda_gpu_count() -> int:
     """How many CUDA GPUs this process can see."""
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -118,13 +139,13 @@ def get_profile(name: str | None = None, *, gpu_count: int | None = None) -> Pro
             f"(set {PROFILE_ENV_VAR} or pass the name)."
         )
     profile = PROFILES[chosen]
-    if gpus < profile.min_gpus:
+    if gpus < profile.min_gpus and not emulating_gpu_on_cpu():
         found = "no CUDA GPU was found" if gpus == 0 else f"only {gpus} CUDA GPU(s) were found"
         raise ProfileError(
             f"Profile {chosen!r} needs at least {profile.min_gpus} CUDA GPU(s), but {found}. "
             f"On this machine use {PROFILE_ENV_VAR}=tiny"
             + (" or qlora" if gpus >= 1 else "")
-            + "."
+            + f" (or set {EMULATE_ENV_VAR}=1 to run its code path on the CPU with the tiny model)."
         )
     return profile
 

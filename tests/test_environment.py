@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from psyche_utils.environment import PackageStatus, check_installed, read_pins
+from psyche_utils.environment import PackageStatus, check_installed, read_pins, version_in_range
 from psyche_utils.paths import REPO_ROOT
 
 REQUIRED = {"torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate", "jupyterlab", "matplotlib", "nbmake", "pytest"}
@@ -48,3 +48,15 @@ def test_package_status_lines():
     assert PackageStatus("torch", "2.13.0", "2.13.0+cpu").line() == "[OK] torch==2.13.0 (found 2.13.0+cpu)"
     assert PackageStatus("trl", "1.16.0", None).line() == "[FAIL] trl==1.16.0 (found not installed)"
     assert not PackageStatus("trl", "1.16.0", "1.15.0").ok
+
+
+def test_read_pins_follows_includes(tmp_path):
+    (tmp_path / "base.txt").write_text("torch==2.13.0\n", encoding="utf-8")
+    (tmp_path / "gpu.txt").write_text("# extras\n-r base.txt\nvllm==0.30.0\n", encoding="utf-8")
+    assert read_pins(tmp_path / "gpu.txt") == {"torch": "2.13.0", "vllm": "0.30.0"}
+
+
+def test_version_in_range():
+    assert version_in_range("0.30.0", ">=0.22.0,<=0.31.0")
+    assert not version_in_range("0.32.0", ">=0.22.0,<=0.31.0")
+    assert version_in_range("2.13.0+cu128", "==2.13.0")

@@ -1,4 +1,17 @@
-from psyche_utils.llm import CachedBackend, GenerationSettings, TransformersBackend
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from psyche_utils.llm import (
+    PRESETS,
+    CachedBackend,
+    GenerationSettings,
+    TransformersBackend,
+    generate_kwargs,
+    generation_preset,
+)
 
 
 class CountingBackend:
@@ -53,3 +66,113 @@ def test_sampling_is_seeded(tiny_model_and_tokenizer):
     settings = GenerationSettings(max_new_tokens=8, temperature=1.0, seed=7)
     prompts = [_prompt("你好")] * 3
     assert backend.generate(prompts, settings) == backend.generate(prompts, settings)
+
+
+class StreamingBackend:
+    """Reports each reply through on_reply, then fails on the prompt named "boom"."""
+
+    name = "streaming"
+
+    def __init__(self, unclean=()):
+        self.asked = []
+        self.unclean = set(unclean)
+
+    def generate(self, prompts, settings, on_reply=None):
+        replies = []
+        for index, messages in enumerate(prompts):
+            text = messages[-1]["content"]
+            self.asked.append(text)
+            if text == "boom":
+                raise RuntimeError("server went away")
+            on_reply(index, f"re:{text}", text not in self.unclean)
+            replies.append(f"re:{text}")
+        return replies
+
+
+def test_generation_settings_fields_and_positional_compatibility():
+    settings = GenerationSettings(64, 0.7, 0.9, 7)
+    assert (settings.max_new_tokens, settings.temperature, settings.top_p, settings.seed) == (64, 0.7, 0.9, 7)
+    assert (settings.top_k, settings.repetition_penalty) == (0, 1.0)
+    assert set(asdict(settings)) == {"max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"}
+    with pytest.raises(ValueError, match="top_p"):
+        GenerationSettings(top_p=0.0)
+
+
+def test_presets_and_labels():
+    assert PRESETS["greedy"].greedy and PRESETS["greedy"].label == "greedy-256"
+    official = generation_preset("psyche_official")
+    assert (official.max_new_tokens, official.temperature, official.top_p, official.top_k, official.repetition_penalty) == (
+        2048, 0.7, 0.9, 0, 1.0,
+    )
+    assert official.label == "t0.7-p0.9-2048"
+    assert generation_preset("greedy", max_new_tokens=64).label == "greedy-64"
+    assert GenerationSettings(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05, max_new_tokens=2048).label == (
+        "t0.7-p0.8-k20-r1.05-2048"
+    )
+    with pytest.raises(KeyError, match="psyche_official"):
+        generation_preset("offical")
+    with pytest.raises(TypeError, match="topk"):
+        generation_preset("greedy", topk=5)
+
+
+def test_generate_kwargs_leave_nothing_to_the_checkpoint():
+    greedy = generate_kwargs(PRESETS["greedy"])
+    assert greedy["do_sample"] is False and greedy["repetition_penalty"] == 1.0 and greedy["num_beams"] == 1
+    sampled = generate_kwargs(GenerationSettings(temperature=0.7, top_p=0.9))
+    assert (sampled["do_sample"], sampled["temperature"], sampled["top_p"], sampled["top_k"]) == (True, 0.7, 0.9, 0)
+    assert sampled["repetition_penalty"] == 1.0 and sampled["min_p"] == 0.0
+
+
+def test_cache_key_includes_every_sampling_field(tmp_path):
+    inner = CountingBackend()
+    cached = CachedBackend(inner, tmp_path / "cache.sqlite")
+    base = GenerationSettings()
+    variants = [base, replace(base, top_k=20), replace(base, repetition_penalty=1.05), replace(base, seed=1)]
+    assert len({cached.key(_prompt("a"), s) for s in variants}) == len(variants)
+
+
+def test_cache_stores_each_reply_as_it_arrives(tmp_path):
+    inner = StreamingBackend()
+    cached = CachedBackend(inner, tmp_path / "cache.sqlite")
+    with pytest.raises(RuntimeError, match="went away"):
+        cached.generate([_prompt("a"), _prompt("b"), _prompt("boom")], GenerationSettings())
+    inner.asked.clear()
+    assert cached.generate([_prompt("a"), _prompt("b")], GenerationSettings()) == ["re:a", "re:b"]
+    assert inner.asked == [], "replies that arrived before the failure were lost"
+
+
+def test_unclean_replies_are_returned_but_not_cached(tmp_path):
+    inner = StreamingBackend(unclean={"long"})
+    cached = CachedBackend(inner, tmp_path / "cache.sqlite")
+    assert cached.generate([_prompt("long"), _prompt("ok")], GenerationSettings()) == ["re:long", "re:ok"]
+    assert cached.not_cached == 1
+    inner.asked.clear()
+    cached.generate([_prompt("long"), _prompt("ok")], GenerationSettings())
+    assert inner.asked == ["long"]
+
+
+def test_greedy_ignores_the_checkpoint_generation_config(tiny_model_path):
+    """A Qwen2.5-style generation_config must not turn a greedy run into a penalised or sampled one."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    shipped = model.generation_config
+    model.generation_config = GenerationConfig(
+        bos_token_id=shipped.bos_token_id, eos_token_id=shipped.eos_token_id, pad_token_id=shipped.pad_token_id,
+        do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05,
+    )
+    tokenizer.padding_side = "left"
+    prompts = [_prompt("你好"), _prompt("我最近睡不好，总是很早醒来，怎么办")]
+    ours = TransformersBackend(model, tokenizer, "tiny", batch_size=1, progress=False).generate(
+        prompts, GenerationSettings(max_new_tokens=24)
+    )
+    explicit, inherited = [], []
+    for messages in prompts:
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        start = encoded["input_ids"].shape[1]
+        with torch.inference_mode():
+            clean = model.generate(**encoded, max_new_tokens=24, do_sample=False, repetition_penalty=1.0, pad_token_id=0)
+            leaky = model.generate(**encoded, max_new_tokens=24, do_sample=False, pad_token_id=0)
+        explicit.append(tokenizer.decode(clean[0, start:], skip_special_tokens=True))
+        inherited.append(tokenizer.decode(leaky[0, start:], skip_special_tokens=True))
+    assert ours == explicit
+    assert inherited != explicit, "the inherited repetition_penalty 1.05 should change this greedy output"

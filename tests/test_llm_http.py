@@ -11,18 +11,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from psyche_utils.llm import BackendError, GenerationSettings, OpenAICompatibleBackend
+from psyche_utils.llm import BackendError, CachedBackend, GenerationSettings, OpenAICompatibleBackend
 
 Reply = tuple[int, dict[str, str], bytes]
 
 
-def completion(content: str) -> bytes:
+def completion(content: str | None, finish_reason: str = "stop") -> bytes:
     body = {
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "created": 0,
         "model": "teacher",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
     return json.dumps(body).encode()
@@ -112,6 +112,18 @@ def test_sends_the_model_messages_and_settings(server):
     assert request["model"] == "teacher-7b"
     assert request["messages"] == prompt("你好")
     assert (request["max_tokens"], request["temperature"], request["top_p"], request["seed"]) == (32, 0.0, 1.0, 7)
+    # vLLM fills unset fields from the model's generation_config, so these two are always sent.
+    assert (request["top_k"], request["repetition_penalty"]) == (0, 1.0)
+
+
+def test_sends_top_k_and_repetition_penalty_as_given(server):
+    fake, url = server
+    backend = OpenAICompatibleBackend(url, "teacher", max_retries=0)
+    backend.generate([prompt("a")], GenerationSettings(temperature=0.7, top_k=20, repetition_penalty=1.05))
+    assert (fake.requests[0]["top_k"], fake.requests[0]["repetition_penalty"]) == (20, 1.05)
+    plain = OpenAICompatibleBackend(url, "teacher", max_retries=0, vllm_sampling=False)
+    plain.generate([prompt("b")], SETTINGS)
+    assert "top_k" not in fake.requests[1] and "repetition_penalty" not in fake.requests[1]
 
 
 def test_retries_server_errors_then_succeeds(server):
@@ -196,3 +208,87 @@ def test_a_reply_without_choices_is_a_backend_error(server):
     backend = OpenAICompatibleBackend(url, "teacher", max_retries=0)
     with pytest.raises(BackendError, match="without choices"):
         backend.generate([prompt("a")], SETTINGS)
+
+
+def by_content(replies: dict[str, Callable[[dict], Reply]]) -> Callable[[dict], Reply]:
+    """Answer each prompt by its text: a scripted reply for the named ones, an echo for the rest."""
+
+    def step(request: dict) -> Reply:
+        text = request["messages"][-1]["content"]
+        return replies[text](request) if text in replies else echo(request)
+
+    return step
+
+
+def test_a_failure_part_way_keeps_finished_replies_and_stops_sending(server, tmp_path):
+    fake, url = server
+    fake.default = by_content({"坏": error(400, "context too long")})
+    backend = OpenAICompatibleBackend(url, "teacher", max_concurrency=1, max_retries=0, progress=False)
+    cached = CachedBackend(backend, tmp_path / "cache.sqlite")
+    texts = ["一", "二", "坏", "三", "四"]
+    with pytest.raises(BackendError, match="context too long") as caught:
+        cached.generate([prompt(t) for t in texts], SETTINGS)
+    assert "2 of 5 replies had arrived" in str(caught.value)
+    sent = [r["messages"][-1]["content"] for r in fake.requests]
+    assert sent == ["一", "二", "坏"], "requests after the fatal error should have been cancelled"
+    fake.requests.clear()
+    assert cached.generate([prompt("一"), prompt("二")], SETTINGS) == ["echo:一", "echo:二"]
+    assert fake.requests == [], "the replies that arrived before the failure were not cached"
+
+
+def test_truncated_and_null_replies_are_counted_and_not_cached(server, tmp_path):
+    fake, url = server
+    fake.default = by_content({
+        "长": lambda request: (200, {}, completion("写到一半", finish_reason="length")),
+        "空": lambda request: (200, {}, completion(None)),
+    })
+    backend = OpenAICompatibleBackend(url, "teacher", max_retries=0, progress=False)
+    cached = CachedBackend(backend, tmp_path / "cache.sqlite")
+    with pytest.warns(UserWarning, match="1 stopped early and 1 came back empty"):
+        replies = cached.generate([prompt("长"), prompt("空"), prompt("好")], SETTINGS)
+    assert replies == ["写到一半", "", "echo:好"]
+    report = backend.last_report
+    assert (report.requested, report.completed, report.truncated, report.empty) == (3, 3, 1, 1)
+    assert report.finish_reasons == {"length": 1, "empty": 1, "stop": 1}
+    assert cached.not_cached == 2
+    fake.requests.clear()
+    with pytest.warns(UserWarning):
+        cached.generate([prompt("长"), prompt("空"), prompt("好")], SETTINGS)
+    assert sorted(r["messages"][-1]["content"] for r in fake.requests) == ["空", "长"]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_says_so_at_once(server, status):
+    fake, url = server
+    fake.default = error(status, "invalid api key")
+    backend = OpenAICompatibleBackend(url, "teacher", max_retries=5)
+    with pytest.raises(BackendError) as caught:
+        backend.generate([prompt("a")], SETTINGS)
+    message = str(caught.value)
+    assert f"({status})" in message and "PSYCHE_TEACHER_KEY" in message and "retries" not in message
+    assert len(fake.requests) == 1
+
+
+def test_concurrency_and_timeout_defaults_and_environment(monkeypatch, server):
+    _, url = server
+    monkeypatch.delenv("PSYCHE_TEACHER_CONCURRENCY", raising=False)
+    monkeypatch.delenv("PSYCHE_TEACHER_TIMEOUT", raising=False)
+    backend = OpenAICompatibleBackend(url, "teacher")
+    assert (backend.max_concurrency, backend.timeout) == (32, 600.0)
+    monkeypatch.setenv("PSYCHE_TEACHER_CONCURRENCY", "64")
+    monkeypatch.setenv("PSYCHE_TEACHER_TIMEOUT", "1200")
+    backend = OpenAICompatibleBackend(url, "teacher")
+    assert (backend.max_concurrency, backend.timeout) == (64, 1200.0)
+    assert OpenAICompatibleBackend(url, "teacher", max_concurrency=3, timeout=5).max_concurrency == 3
+    monkeypatch.setenv("PSYCHE_TEACHER_CONCURRENCY", "lots")
+    with pytest.raises(BackendError, match="PSYCHE_TEACHER_CONCURRENCY"):
+        OpenAICompatibleBackend(url, "teacher")
+
+
+def test_no_progress_bar_for_a_single_request(server, capsys):
+    _, url = server
+    backend = OpenAICompatibleBackend(url, "teacher", max_retries=0)
+    backend.generate([prompt("a")], SETTINGS)
+    assert "generate (" not in capsys.readouterr().err
+    backend.generate([prompt("a"), prompt("b")], SETTINGS)
+    assert "2/2" in capsys.readouterr().err

@@ -62,3 +62,26 @@ def test_profiles_describe_what_they_need():
 def test_select_precision(cuda, bf16, expected):
     p = select_precision(cuda_available=cuda, bf16_supported=bf16)
     assert (p.device, p.dtype, p.bf16, p.fp16, p.use_cpu) == expected
+
+
+def test_emulation_switch(monkeypatch):
+    from psyche_utils.profiles import emulating_gpu_on_cpu
+
+    monkeypatch.delenv("PSYCHE_EMULATE_GPU_ON_CPU", raising=False)
+    assert not emulating_gpu_on_cpu()
+    for value, expected in [("1", True), ("true", True), ("0", False), ("", False)]:
+        monkeypatch.setenv("PSYCHE_EMULATE_GPU_ON_CPU", value)
+        assert emulating_gpu_on_cpu() is expected
+    monkeypatch.setenv("PSYCHE_EMULATE_GPU_ON_CPU", "1")
+    assert get_profile("full", gpu_count=0).name == "full"
+
+
+def test_peft_import_after_profiles_prints_no_bitsandbytes_kernel_hint():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import psyche_utils.profiles, peft"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "gemm_4bit" not in result.stderr and "kernels-community" not in result.stderr
