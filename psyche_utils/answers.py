@@ -1,4 +1,8 @@
-"""Read the final answer out of a model reply.
+"""Read the final answer out of a model reply, and decide whether a reply is well formed.
+
+``is_well_formed`` is the one definition of the reply format in this project: the SFT data
+check, the SFT evaluation and the GRPO format reward all call it, so SFT never teaches a shape
+that GRPO then penalises.
 
 A reasoning model mentions many options while it thinks ("A is wrong because ..."), so only the
 text after ``</think>`` counts. Inside that text the official PCEB evaluator takes the last run of
@@ -26,6 +30,25 @@ _ANSWER_MARKERS = (
     re.compile(r"(?:最终答案|正确答案|答案|answer)\s*(?:是|为|应为|应选)?\s*[:：]?", re.IGNORECASE),
     re.compile(r"(?:选择|选项)\s*(?:是|为|应为|应选)?\s*[:：]?"),
 )
+
+
+# One think block, then the answer. DOTALL because reasoning spans many lines; the negative
+# look-aheads make a second "<think>" or "</think>" anywhere fail the match.
+_NO_TAG = rf"(?:(?!{re.escape(THINK_OPEN)}|{re.escape(THINK_CLOSE)}).)*"
+_WELL_FORMED = re.compile(
+    rf"^{re.escape(THINK_OPEN)}(?P<reasoning>{_NO_TAG}){re.escape(THINK_CLOSE)}(?P<answer>{_NO_TAG})$",
+    re.DOTALL,
+)
+
+
+def is_well_formed(reply: str) -> bool:
+    """True for exactly one ``<think>`` block at the start, non-empty reasoning, then a non-empty answer.
+
+    Surrounding whitespace is ignored. An empty think block fails: the official inference prompt
+    asks for written reasoning on every turn, empathetic replies included.
+    """
+    match = _WELL_FORMED.match(reply.strip())
+    return bool(match and match["reasoning"].strip() and match["answer"].strip())
 
 
 def split_reasoning(text: str) -> tuple[str | None, str]:

@@ -9,7 +9,6 @@ with the exact Jaccard similarity, so what is reported as a duplicate really is 
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 import zlib
@@ -21,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from datasketch import MinHash, MinHashLSH
 from tqdm.auto import tqdm
 
+from psyche_utils import datafiles
 from psyche_utils.paths import EVAL_DATA_DIR
 from psyche_utils.schema import Question
 
@@ -260,13 +260,17 @@ def _texts_of_record(record: Any) -> list[tuple[str, str]]:
 
 
 def _read_json_records(path: Path) -> list[Any]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
-    if isinstance(data, dict):
-        data = data.get("data", [data])
-    return data if isinstance(data, list) else [data]
+    """Every record of a JSON/JSONL evaluation file, through the one reader (``datafiles``).
+
+    Ids are not checked here (benchmark files have their own id schemes); a single JSON object
+    that is not a record list is read as one record. Unreadable lines raise DataError.
+    """
+    if path.suffix == ".json":
+        data = datafiles.read_json(path)
+        if isinstance(data, dict):
+            data = data.get("data", [data])
+        return data if isinstance(data, list) else [data]
+    return [record for _, record in datafiles.strict(datafiles.read_records(path, id_field=None))]
 
 
 def load_eval_items(eval_dir: str | Path = EVAL_DATA_DIR) -> EvalCorpus:
@@ -286,7 +290,7 @@ def load_eval_items(eval_dir: str | Path = EVAL_DATA_DIR) -> EvalCorpus:
         relative = path.relative_to(eval_dir)
         try:
             records = _read_json_records(path)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except datafiles.DataError as error:
             corpus.problems.append(f"{relative}: unreadable ({error})")
             continue
         name = _set_name(relative)

@@ -2,8 +2,9 @@
 
 Each cleaned help-seeker post gets its reply rewritten by a teacher with an empathy-focused
 instruction: a think block analysing what the person feels and needs, then the reply. A
-rewrite is only kept when it passes every check below; a failed rewrite is reported with its
-reasons, and the shipped reply (checked the same way) can stand in for it.
+rewrite is only kept when it has a non-empty analysis and passes every check below; a failed
+rewrite is reported with its reasons. The shipped reply (checked the same way) stands in only
+on request, and then fails the SFT format check because it has no written analysis.
 
 The checks are deliberately mechanical. They catch what a pipeline at scale produces by
 accident (empty or looping output, pasted links, a reply that just repeats the post, advice
@@ -154,6 +155,8 @@ def judge_rewrite(post: Post, raw: str, terms: Mapping[str, str], checks: ReplyC
     if reasoning is None:
         return DialogueResult(post.id, "", reply, False, ["no closed <think> analysis"])
     reasons = check_reply(post.post, reply, terms, checks)
+    if not reasoning:
+        reasons.insert(0, "empty analysis")
     if reasoning and _URL.search(reasoning):
         reasons.append("link in analysis")
     return DialogueResult(post.id, reasoning, reply, not reasons, reasons)
@@ -190,13 +193,15 @@ def choose_dialogues(
     results: Sequence[DialogueResult],
     terms: Mapping[str, str],
     *,
-    use_shipped_replies: bool = True,
+    use_shipped_replies: bool = False,
     checks: ReplyChecks = ReplyChecks(),
 ) -> tuple[list[Dialogue], list[Exclusion]]:
-    """An accepted rewrite when there is one, else the shipped reply if it passes the same checks.
+    """An accepted rewrite; with ``use_shipped_replies``, else the shipped reply if it passes the same checks.
 
     ``results`` may cover only some posts. Every failed rewrite and every post left out is
-    reported with its reasons.
+    reported with its reasons. A shipped reply has no written analysis, so its SFT record has
+    an empty think block and ``formatting.filter_well_formed`` removes it with a report: the
+    option exists to show that choice, and it is off by default.
     """
     by_id = {result.post_id: result for result in results}
     chosen: list[Dialogue] = []

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from psyche_utils import datafiles
+from psyche_utils.answers import is_well_formed
 from psyche_utils.prompts import build_messages, format_choice_question, format_reasoned_reply
 from psyche_utils.schema import Post, Question
 
@@ -92,8 +94,11 @@ def sft_question_record(question: Question, rationale: str, origin: str) -> dict
 def sft_dialogue_record(post: Post, reasoning: str, reply: str, origin: str) -> dict[str, Any]:
     """An SFT record for an empathetic single-turn dialogue.
 
-    The think block holds the teacher's analysis of the help-seeker; a shipped reply has no
-    written analysis, so its think block is empty rather than invented.
+    The think block holds the teacher's analysis of the help-seeker's state and of the reply
+    strategy: the official inference prompt asks for reasoning on every turn, so a dialogue
+    target without it would teach a format the GRPO reward then penalises. A shipped reply has
+    no written analysis; its record is built with an empty think block, which
+    ``filter_well_formed`` removes (and reports) and ``validate_sft_record`` refuses.
     """
     if origin not in {"teacher_dialogue", "shipped_reply"}:
         raise RecordError(f"post {post.id}: rationale origin {origin!r} is not a dialogue origin")
@@ -164,6 +169,36 @@ def validate_sft_record(record: Mapping[str, Any], where: str = "SFT record") ->
     content = record["messages"][2]["content"]
     if not re.match(r"<think>\n.*\n</think>\n\n\S", content, flags=re.DOTALL):
         raise _fail(where, "messages[2].content", "must be '<think>\\n...\\n</think>\\n\\n' then the answer")
+    if not is_well_formed(content):
+        raise _fail(where, "messages[2].content", "is not well formed (answers.is_well_formed): " + _format_problem(content))
+
+
+def _format_problem(content: str) -> str:
+    """Why ``is_well_formed`` refuses a target, in words."""
+    if content.count("<think>") != 1 or content.count("</think>") != 1:
+        return "needs exactly one <think> ... </think> block"
+    reasoning, answer = content.split("</think>", 1)
+    if not reasoning.replace("<think>", "").strip():
+        return "empty reasoning block"
+    if not answer.strip():
+        return "empty answer"
+    return "text before <think>"
+
+
+def filter_well_formed(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Exclusion]]:
+    """Keep SFT records whose assistant turn ``is_well_formed`` accepts; report the rest.
+
+    The same function is the GRPO format reward, so nothing enters SFT that GRPO would score 0
+    for its shape.
+    """
+    kept, removed = [], []
+    for record in records:
+        content = record["messages"][-1]["content"]
+        if is_well_formed(content):
+            kept.append(record)
+        else:
+            removed.append(Exclusion(record["id"], "sft_format", "not well formed", _format_problem(content)))
+    return kept, removed
 
 
 def validate_grpo_record(record: Mapping[str, Any], where: str = "GRPO record") -> None:
@@ -329,20 +364,26 @@ def write_dataset(
 
 
 def read_dataset(path: Path, kind: str) -> list[dict[str, Any]]:
-    """Read and validate a training file; errors name the file, line and field."""
+    """Read and validate a training file; errors name the file, line and field.
+
+    ``datafiles.read_records`` does the reading (UTF-8 with or without BOM, a clear error for an
+    empty file, a JSON array saved as ``.jsonl`` or a non-UTF-8 file); bad lines, blank and
+    duplicate ids are all listed in one RecordError rather than the first one alone.
+    """
     if kind not in VALIDATORS:
         raise ValueError(f"kind must be 'sft' or 'grpo', got {kind!r}")
+    path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebooks/02_rationales_and_selection.ipynb first")
+    try:
+        read = datafiles.read_records(path)
+    except datafiles.DataError as error:
+        raise RecordError(str(error)) from None
+    if read.rejections:
+        raise RecordError(str(datafiles.DataError(read.rejections)))
     records = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise RecordError(f"{path}:{line_number}: not valid JSON ({error.msg})") from error
-        VALIDATORS[kind](record, where=f"{path}:{line_number}")
+    for line_number, record in read.records:
+        VALIDATORS[kind](record, where=f"{read.source}:{line_number}")
         records.append(record)
     return records
 

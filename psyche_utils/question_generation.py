@@ -183,14 +183,19 @@ def generate_questions(
     questions_per_passage: int = 2,
     question_mix: str = "mixed",
     settings: GenerationSettings | None = None,
+    source: str = "generated",
 ) -> GenerationResult:
-    """Ask the teacher once per passage (one batched call) and parse every reply."""
+    """Ask the teacher once per passage (one batched call) and parse every reply.
+
+    ``source`` prefixes each question's ``source`` field (``"scripted:passage-01"``), so records
+    written by the scripted teacher stay recognisable in every later file.
+    """
     settings = settings or GenerationSettings(max_new_tokens=1024)
     prompts = [generation_prompt(passage, questions_per_passage, question_mix) for passage in passages]
     result = GenerationResult(replies=backend.generate(prompts, settings))
     seen: set[str] = set()
     for passage, reply in zip(passages, result.replies):
-        questions, failures, items = parse_generation(reply, passage)
+        questions, failures, items = parse_generation(reply, passage, source)
         result.items_seen += items
         result.failures += failures
         for question in questions:

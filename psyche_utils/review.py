@@ -5,15 +5,19 @@ Excel, LibreOffice or a shared sheet: one row per question, a ``decision`` colum
 reject or edit) and the fields a reviewer may correct. ``import_review`` reads it back, applies
 each decision, re-validates edited rows like any other record and refuses ambiguous files
 (an unknown decision, a changed row still marked accept, a question missing from the file).
+The sheet is read with ``datafiles.read_text``: Excel's UTF-8 byte-order mark is accepted, and a
+sheet re-saved as GBK is refused with the byte offset and how to save it as UTF-8 again.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from psyche_utils import datafiles
 from psyche_utils.quality import QualityDecision
 from psyche_utils.schema import OPTION_LETTERS, DataError, Question, Rejection, display_path, parse_question
 
@@ -106,44 +110,45 @@ def import_review(path: str | Path, originals: Sequence[Question], strict: bool 
     by_id = {question.id: question for question in originals}
     reviewed: dict[str, Question] = {}
     result = ReviewResult()
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing_columns = [name for name in ("decision", "id", *EDITABLE) if name not in (reader.fieldnames or [])]
-        if missing_columns:
-            raise DataError([Rejection(source, 1, None, name, "column missing from the header") for name in missing_columns])
-        for line, row in enumerate(reader, 2):
-            record_id = (row.get("id") or "").strip()
-            original = by_id.get(record_id)
-            if original is None:
-                result.problems.append(Rejection(source, line, record_id or None, "id", "not one of the exported questions"))
+    # The one reader: a BOM (Excel) is fine, a GBK save is named with its byte offset and a fix.
+    text = datafiles.read_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing_columns = [name for name in ("decision", "id", *EDITABLE) if name not in (reader.fieldnames or [])]
+    if missing_columns:
+        raise DataError([Rejection(source, 1, None, name, "column missing from the header") for name in missing_columns])
+    for line, row in enumerate(reader, 2):
+        record_id = (row.get("id") or "").strip()
+        original = by_id.get(record_id)
+        if original is None:
+            result.problems.append(Rejection(source, line, record_id or None, "id", "not one of the exported questions"))
+            continue
+        if record_id in reviewed or any(record_id == rid for rid, _ in result.rejected):
+            result.problems.append(Rejection(source, line, record_id, "id", "appears twice in the sheet"))
+            continue
+        raw_decision = (row.get("decision") or "").strip()
+        decision = DECISIONS.get(raw_decision.lower())
+        if decision is None:
+            reason = "empty: write accept, reject or edit" if not raw_decision else f"{raw_decision!r} is not accept, reject or edit"
+            result.problems.append(Rejection(source, line, record_id, "decision", reason))
+            continue
+        changed = [name for name, value in _row(original).items() if (row.get(name) or "").strip() != value]
+        if decision == "reject":
+            result.rejected.append((record_id, (row.get("reviewer_note") or "").strip()))
+        elif decision == "accept":
+            if changed:
+                result.problems.append(
+                    Rejection(source, line, record_id, changed[0], f"changed ({', '.join(changed)}) but the decision is 'accept': write 'edit' to apply the change or undo it")
+                )
                 continue
-            if record_id in reviewed or any(record_id == rid for rid, _ in result.rejected):
-                result.problems.append(Rejection(source, line, record_id, "id", "appears twice in the sheet"))
+            reviewed[record_id] = original
+            result.accepted.append(record_id)
+        else:
+            question, problems = _question_from_row(row, original)
+            if question is None:
+                result.problems += [Rejection(source, line, record_id, name, reason) for name, reason in problems]
                 continue
-            raw_decision = (row.get("decision") or "").strip()
-            decision = DECISIONS.get(raw_decision.lower())
-            if decision is None:
-                reason = "empty: write accept, reject or edit" if not raw_decision else f"{raw_decision!r} is not accept, reject or edit"
-                result.problems.append(Rejection(source, line, record_id, "decision", reason))
-                continue
-            changed = [name for name, value in _row(original).items() if (row.get(name) or "").strip() != value]
-            if decision == "reject":
-                result.rejected.append((record_id, (row.get("reviewer_note") or "").strip()))
-            elif decision == "accept":
-                if changed:
-                    result.problems.append(
-                        Rejection(source, line, record_id, changed[0], f"changed ({', '.join(changed)}) but the decision is 'accept': write 'edit' to apply the change or undo it")
-                    )
-                    continue
-                reviewed[record_id] = original
-                result.accepted.append(record_id)
-            else:
-                question, problems = _question_from_row(row, original)
-                if question is None:
-                    result.problems += [Rejection(source, line, record_id, name, reason) for name, reason in problems]
-                    continue
-                reviewed[record_id] = question
-                result.edited.append(record_id)
+            reviewed[record_id] = question
+            result.edited.append(record_id)
     decided = set(reviewed) | {rid for rid, _ in result.rejected} | {p.record_id for p in result.problems}
     for question in originals:
         if question.id not in decided:

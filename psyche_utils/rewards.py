@@ -3,8 +3,10 @@
 GRPO learns only from differences between completions of the same prompt, so a reward has to be
 cheap, deterministic and hard to game. Psyche-R1's reward is reported as "format + correctness":
 
-- ``format_reward``: 1.0 when the reply is exactly one non-empty ``<think>`` block followed by a
-  non-empty answer, else 0.0. It is what a model that has never been trained can still vary on.
+- ``format_reward``: 1.0 when ``psyche_utils.answers.is_well_formed`` accepts the reply (exactly
+  one non-empty ``<think>`` block at the start, then a non-empty answer), else 0.0. The same
+  function checks the SFT data, so both stages agree on the format; it is also what a model that
+  has never been trained can still vary on.
 - ``accuracy_reward``: 1.0 when the option set after ``</think>`` equals the gold set (PCEB's
   strict rule), else 0.0.
 - ``elastic_accuracy_reward``: PCEB's partial-credit rule, for ablations: a proper subset of the
@@ -23,7 +25,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from psyche_utils.answers import OPTION_LETTERS, THINK_CLOSE, THINK_OPEN, extract_answer, normalize_letters
+from psyche_utils.answers import OPTION_LETTERS, extract_answer, is_well_formed, normalize_letters
 
 __all__ = [
     "REWARD_FUNCTIONS",
@@ -33,18 +35,9 @@ __all__ = [
     "elastic_score",
     "extract_answer",
     "format_reward",
-    "is_well_formatted",
+    "is_well_formed",
     "reward_functions",
 ]
-
-# One think block, then the answer. DOTALL because reasoning spans many lines; the negative
-# look-aheads make a second "<think>" or "</think>" anywhere fail the match.
-_FORMAT = re.compile(
-    rf"^{re.escape(THINK_OPEN)}(?P<reasoning>(?:(?!{re.escape(THINK_OPEN)}|{re.escape(THINK_CLOSE)}).)*)"
-    rf"{re.escape(THINK_CLOSE)}(?P<answer>(?:(?!{re.escape(THINK_OPEN)}|{re.escape(THINK_CLOSE)}).)*)$",
-    re.DOTALL,
-)
-
 
 def completion_text(completion: str | Sequence[dict[str, str]]) -> str:
     """The generated text of one completion, plain or conversational.
@@ -58,15 +51,9 @@ def completion_text(completion: str | Sequence[dict[str, str]]) -> str:
     raise TypeError(f"A completion must be a string or a list of message dicts, got {type(completion).__name__}")
 
 
-def is_well_formatted(text: str) -> bool:
-    """Exactly one non-empty think block, then a non-empty answer (surrounding whitespace ignored)."""
-    match = _FORMAT.match(text.strip())
-    return bool(match and match["reasoning"].strip() and match["answer"].strip())
-
-
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
-    """1.0 for a well-formed reply (see module docstring), else 0.0."""
-    return [1.0 if is_well_formatted(completion_text(completion)) else 0.0 for completion in completions]
+    """1.0 for a reply ``is_well_formed`` accepts, else 0.0."""
+    return [1.0 if is_well_formed(completion_text(completion)) else 0.0 for completion in completions]
 
 
 def _gold_answers(completions: Sequence[Any], kwargs: dict[str, Any]) -> list[str]:

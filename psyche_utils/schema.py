@@ -9,12 +9,41 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+import warnings
+from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psyche_utils.paths import REPO_ROOT
+from psyche_utils import datafiles
+from psyche_utils.datafiles import DataError, Rejection, display_path
+
+__all__ = [
+    "DataError",
+    "Post",
+    "Question",
+    "Rejection",
+    "UnknownFieldsWarning",
+    "display_path",
+    "load_posts",
+    "load_questions",
+    "normalize_answer",
+    "parse_post",
+    "parse_question",
+    "read_records",
+    "write_jsonl",
+]
+
+
+class UnknownFieldsWarning(UserWarning):
+    """A data file has fields the loader does not know; they are kept in ``.extra``, not dropped."""
+
+
+def _flat_dict(record: Any) -> dict[str, Any]:
+    """The record's fields, with the unknown ones (``extra``) back at the top level, after the known ones."""
+    data = asdict(record)
+    return {**{k: v for k, v in data.items() if k != "extra"}, **data["extra"]}
 
 
 @dataclass(frozen=True)
@@ -30,13 +59,15 @@ class Question:
     explanation: str
     kind: str = "knowledge"
     source: str = "seed"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _flat_dict(self)
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Question:
-        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
+        known = {name: record[name] for name in cls.__dataclass_fields__ if name in record and name != "extra"}
+        return cls(**known, extra={k: v for k, v in record.items() if k not in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -47,13 +78,15 @@ class Post:
     post: str
     reply: str
     topic: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _flat_dict(self)
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Post:
-        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
+        known = {name: record[name] for name in cls.__dataclass_fields__ if name in record and name != "extra"}
+        return cls(**known, extra={k: v for k, v in record.items() if k not in cls.__dataclass_fields__})
 
 
 # --------------------------------------------------------------------------- loading and validation
@@ -70,35 +103,6 @@ _QUESTION_TYPE_ALIASES = {
 _KIND_ALIASES = {"knowledge": "knowledge", "case": "case", "analyse": "case", "analysis": "case", "案例": "case"}
 _FIELD_ALIASES = {"analysis": "explanation", "subject_name": "subject"}
 _ANSWER_SEPARATORS = re.compile(r"[\s、,，;；/|和及]+")
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """One problem with one record: where it is (file and line or record number) and which field."""
-
-    source: str
-    line: int
-    record_id: str | None
-    field: str
-    reason: str
-    unit: str = "line"
-
-    def __str__(self) -> str:
-        record = f" [id {self.record_id}]" if self.record_id else ""
-        where = f", {self.unit} {self.line}" if self.line > 0 else ""
-        return f"{self.source}{where}{record}, field '{self.field}': {self.reason}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class DataError(ValueError):
-    """Raised by a strict loader: the message lists every bad record, not just the first."""
-
-    def __init__(self, rejections: list[Rejection]):
-        self.rejections = list(rejections)
-        lines = "\n".join(f"  - {rejection}" for rejection in self.rejections)
-        super().__init__(f"{len(self.rejections)} problem(s) in the records:\n{lines}")
 
 
 def normalize_answer(value: Any) -> str:
@@ -213,6 +217,7 @@ def parse_question(record: Any, *, default_source: str = "seed") -> tuple[Questi
         Question(
             id=record_id, question=question, options=options, answer=answer, question_type=question_type,
             subject=subject, explanation=explanation, kind=kind, source=source,
+            extra=_extra_fields(record, Question),
         ),
         [],
     )
@@ -232,46 +237,23 @@ def parse_post(record: Any) -> tuple[Post | None, list[tuple[str, str]]]:
     if problems:
         return None, problems
     assert record_id is not None
-    return Post(id=record_id, post=post, reply=reply, topic=topic), []
+    return Post(id=record_id, post=post, reply=reply, topic=topic, extra=_extra_fields(record, Post)), []
+
+
+def _extra_fields(record: dict[str, Any], cls: type) -> dict[str, Any]:
+    """The fields of a raw record that ``cls`` has no slot for, in file order."""
+    return {name: record[name] for name in datafiles.unknown_fields(record, cls.__dataclass_fields__)}
 
 
 def read_records(path: str | Path) -> tuple[list[tuple[int, Any]], list[Rejection], str]:
     """Raw records of a JSONL file (numbered by line) or a JSON array file (numbered by record).
 
-    Lines that are not valid JSON become rejections instead of stopping the read.
+    A thin wrapper over ``datafiles.read_records``, the one reader for data files: lines that are
+    not valid JSON, blank ids and duplicate ids become rejections instead of stopping the read; an
+    empty file, a non-UTF-8 file and a JSON array saved as ``.jsonl`` raise DataError.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataError([Rejection(display_path(path), error.lineno, None, "<json>", f"not valid JSON: {error.msg}")]) from None
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise DataError([Rejection(display_path(path), 1, None, "<json>", "expected a JSON array of records")])
-        return [(index, record) for index, record in enumerate(data, 1)], [], "record"
-    records: list[tuple[int, Any]] = []
-    rejections: list[Rejection] = []
-    for line_number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append((line_number, json.loads(line)))
-        except json.JSONDecodeError as error:
-            rejections.append(Rejection(display_path(path), line_number, None, "<json>", f"not valid JSON: {error.msg} (column {error.colno})"))
-    return records, rejections, "line"
-
-
-def display_path(path: Path) -> str:
-    """A path as messages show it: relative to the repository when inside it."""
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
+    read = datafiles.read_records(path)
+    return read.records, read.rejections, read.unit
 
 
 def _dataset_records(name: str, split: str) -> list[tuple[int, Any]]:
@@ -288,15 +270,13 @@ def _load(
     *,
     split: str,
 ) -> tuple[list[Any], list[Rejection]]:
-    location = Path(path)
-    if location.is_file():
+    location = datafiles.resolve_location(path)  # a mistyped local path is an error, never a Hub id
+    if isinstance(location, Path) and location.is_file():
         numbered, rejections, unit = read_records(location)
         source = display_path(location)
-    elif location.is_dir() or (isinstance(path, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", path)):
-        numbered, rejections, unit = _dataset_records(str(path), split), [], "row"
-        source = f"{path} [{split}]"
     else:
-        raise FileNotFoundError(f"{path}: no such file, folder or dataset id")
+        numbered, rejections, unit = _dataset_records(str(location), split), [], "row"
+        source = f"{path} [{split}]"
     good: list[Any] = []
     first_seen: dict[str, int] = {}
     for number, raw in numbered:
@@ -310,7 +290,19 @@ def _load(
             first_seen[record.id] = number
             good.append(record)
     rejections.sort(key=lambda rejection: rejection.line)
+    _report_unknown_fields(good, source)
     return good, rejections
+
+
+def _report_unknown_fields(records: Iterable[Question | Post], source: str) -> None:
+    """Warn once per file about fields the loader does not know (they stay in ``.extra``)."""
+    seen: dict[str, list[str]] = defaultdict(list)
+    for record in records:
+        for name in record.extra:
+            seen[name].append(record.id)
+    if seen:
+        listed = "; ".join(f"'{name}' in {len(ids)} record(s), e.g. id {ids[0]}" for name, ids in seen.items())
+        warnings.warn(UnknownFieldsWarning(f"{source}: unknown field(s) kept in .extra and written back out: {listed}"), stacklevel=3)
 
 
 def load_questions(

@@ -116,7 +116,7 @@ class LikelihoodSolver:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
         scores: list[list[float]] = [[] for _ in encoded]
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch in tqdm(batches, desc=f"score ({self.name})", disable=not self.progress):
+        for batch in tqdm(batches, desc=f"score ({self.name})", disable=not self.progress or len(batches) < 2):
             for i, values in zip(batch, self._score_batch([encoded[i] for i in batch])):
                 scores[i] = values
         return scores
@@ -270,3 +270,17 @@ def solvers_from_env(var: str = SOLVERS_ENV_VAR, key_var: str = SOLVER_KEY_ENV_V
             OpenAICompatibleBackend(url.strip(), model.strip(), api_key=os.environ.get(key_var, "EMPTY"))
         )
     return solvers
+
+
+def guesser_expectation(questions: Sequence[Question], n_solvers: int) -> tuple[float, float]:
+    """Mean and standard deviation of the SFT pool size for ``n_solvers`` independent uniform guessers.
+
+    A question with ``k`` allowed answers (``answer_candidates``) is solved by at least one guesser
+    with probability ``p = 1 - (1 - 1/k) ** n_solvers``; the pool size is a sum of independent
+    Bernoulli(p) draws, so its mean is ``sum p`` and its variance ``sum p (1 - p)``. A measured
+    pool more than two standard deviations away says the solvers are not independent uniform guessers.
+    """
+    if n_solvers < 1:
+        raise ValueError(f"n_solvers must be at least 1, got {n_solvers}")
+    chances = [1 - (1 - 1 / len(answer_candidates(q))) ** n_solvers for q in questions]
+    return sum(chances), sum(p * (1 - p) for p in chances) ** 0.5

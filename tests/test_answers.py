@@ -1,6 +1,6 @@
 import pytest
 
-from psyche_utils.answers import extract_answer, normalize_letters, split_reasoning
+from psyche_utils.answers import extract_answer, is_well_formed, normalize_letters, split_reasoning
 
 
 def test_split_reasoning_multiline():
@@ -49,3 +49,24 @@ def test_only_text_after_last_close_counts():
 
 def test_normalize_letters():
     assert normalize_letters("ｃ、a，B b") == "ABC"
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("<think>\n症状持续两周以上。\n</think>\n\n答案：B", True),
+        ("  <think>分析</think>答案：B \n", True),  # surrounding whitespace is not a format error
+        ("<think>\n来访者很焦虑，先共情。\n</think>\n听起来你最近压力很大。", True),
+        ("<think>\n\n</think>\n\n听起来你最近压力很大。", False),  # empty think block
+        ("<think>   </think>答案：B", False),  # whitespace-only reasoning
+        ("<think>先排除A</think><think>再排除C</think>答案：B", False),  # two blocks
+        ("<think>先排除A</think>答案：B</think>", False),  # stray closing tag
+        ("<think>来访者的症状符合抑郁发作，所以答案：B", False),  # unclosed
+        ("好的。<think>分析</think>答案：B", False),  # text before <think>
+        ("<think>分析</think>   \n", False),  # empty answer
+        ("答案：B", False),  # no think block at all
+        ("", False),
+    ],
+)
+def test_is_well_formed(reply, expected):
+    assert is_well_formed(reply) is expected

@@ -91,7 +91,7 @@ def test_rewrite_prompt_contains_post_reply_and_bounds():
     assert POST.post in user and POST.reply in user and "50到300字" in user
 
 
-class ScriptedTeacher:
+class CannedTeacher:
     name = "scripted"
 
     def __init__(self, replies):
@@ -110,7 +110,7 @@ def _posts():
 
 def test_rewrite_accepts_good_rewrites_and_falls_back_to_checked_shipped_replies():
     posts = _posts()
-    teacher = ScriptedTeacher(
+    teacher = CannedTeacher(
         {
             posts[0].post: f"<think>\n求助者压力大、失眠，需要被理解。\n</think>\n\n{GOOD}",
             posts[1].post: "<think>分析</think>\n\n考试考砸了确实很难受，我特别能理解你。那就借酒消愁吧，喝完就什么都忘了，明天又是新的一天，别想那么多。",
@@ -124,7 +124,7 @@ def test_rewrite_accepts_good_rewrites_and_falls_back_to_checked_shipped_replies
     assert results[1].reasons == ["harmful advice: 借酒消愁 (substance)"]
     assert results[2].reasons == ["no closed <think> analysis"]
 
-    chosen, exclusions = choose_dialogues(posts, results, TERMS)
+    chosen, exclusions = choose_dialogues(posts, results, TERMS, use_shipped_replies=True)
     assert [(d.post.id, d.origin) for d in chosen] == [("p1", "teacher_dialogue"), ("p2", "shipped_reply")]
     assert chosen[1].reasoning == "" and chosen[1].reply == posts[1].reply
     assert [(r.id, r.stage, r.reason) for r in exclusions] == [
@@ -134,16 +134,21 @@ def test_rewrite_accepts_good_rewrites_and_falls_back_to_checked_shipped_replies
     ]
     assert "ad or contact" in exclusions[-1].detail
 
-    strict, dropped = choose_dialogues(posts, results, TERMS, use_shipped_replies=False)
+    strict, dropped = choose_dialogues(posts, results, TERMS)  # the default: no shipped fallback
     assert [d.post.id for d in strict] == ["p1"]
     assert Exclusion("p2", "dialogue", "no accepted rewrite") in dropped
 
 
-def test_posts_not_sent_to_the_teacher_use_the_shipped_reply():
-    chosen, exclusions = choose_dialogues(_posts()[:2], [], TERMS)
+def test_posts_not_sent_to_the_teacher_use_the_shipped_reply_on_request():
+    chosen, exclusions = choose_dialogues(_posts()[:2], [], TERMS, use_shipped_replies=True)
     assert [d.origin for d in chosen] == ["shipped_reply", "shipped_reply"] and exclusions == []
 
 
 def test_link_in_the_analysis_is_rejected():
     result = judge_rewrite(POST, f"<think>参考 http://x.com</think>{GOOD}", TERMS)
     assert not result.accepted and result.reasons == ["link in analysis"]
+
+
+def test_empty_analysis_is_rejected():
+    result = judge_rewrite(POST, f"<think>\n  \n</think>\n\n{GOOD}", TERMS)
+    assert not result.accepted and result.reasons == ["empty analysis"]

@@ -12,6 +12,7 @@ from psyche_utils.formatting import (
     parse_chat,
     read_dataset,
     render_chat,
+    filter_well_formed,
     sft_dialogue_record,
     sft_question_record,
     token_lengths,
@@ -60,13 +61,24 @@ def test_case_questions_get_the_case_system_prompt():
     validate_grpo_record(record)
 
 
-def test_dialogue_record_with_empty_analysis_still_has_the_think_block():
-    record = sft_dialogue_record(POST, "", POST.reply, "shipped_reply")
+def test_dialogue_record_carries_the_analysis_in_the_think_block():
+    record = sft_dialogue_record(POST, "来访者失眠、压力大；先共情，再给建议。", POST.reply, "teacher_dialogue")
     assert record["question_type"] == "dialogue" and record["subject"] == "睡眠"
-    assert record["messages"][2]["content"] == "<think>\n\n</think>\n\n听起来你最近很辛苦。"
+    assert record["messages"][2]["content"] == "<think>\n来访者失眠、压力大；先共情，再给建议。\n</think>\n\n听起来你最近很辛苦。"
     assert record["messages"][1]["content"].endswith(POST.post)
     validate_sft_record(record)
     assert sft_dialogue_record(Post("p2", "帖子", "回复"), "分析", "回复", "teacher_dialogue")["subject"] == "dialogue"
+
+
+def test_empty_analysis_is_refused_and_filtered_with_a_report():
+    empty = sft_dialogue_record(POST, "", POST.reply, "shipped_reply")
+    assert empty["messages"][2]["content"] == "<think>\n\n</think>\n\n听起来你最近很辛苦。"
+    with pytest.raises(RecordError, match=r"'messages\[2\].content' is not well formed.*empty reasoning block"):
+        validate_sft_record(empty)
+    good = sft_question_record(_question(), "推理", "teacher")
+    kept, removed = filter_well_formed([good, empty])
+    assert kept == [good]
+    assert removed == [Exclusion(POST.id, "sft_format", "not well formed", "empty reasoning block")]
 
 
 def test_builders_refuse_wrong_origins_and_empty_text():
@@ -151,7 +163,7 @@ def test_card_counts_match_the_file_and_output_is_deterministic(tmp_path):
     records = [
         sft_question_record(_question("q1"), "推理一", "teacher"),
         sft_question_record(_question("q2", answer="B", question_type="single"), "推理二", "seed_explanation"),
-        sft_dialogue_record(POST, "", POST.reply, "shipped_reply"),
+        sft_dialogue_record(POST, "来访者失眠，先共情。", POST.reply, "teacher_dialogue"),
     ]
     exclusions = [Exclusion("q9", "rationale", "no usable rationale"), Exclusion("p9", "dialogue", "shipped reply fails checks")]
     path = tmp_path / "sft.jsonl"
@@ -160,7 +172,7 @@ def test_card_counts_match_the_file_and_output_is_deterministic(tmp_path):
     assert json.loads(card_path(path).read_text(encoding="utf-8")) == card
     assert card["records"] == 3
     assert card["by_source"] == {"dialogue": 1, "question": 2}
-    assert card["by_rationale_origin"] == {"seed_explanation": 1, "shipped_reply": 1, "teacher": 1}
+    assert card["by_rationale_origin"] == {"seed_explanation": 1, "teacher": 1, "teacher_dialogue": 1}
     assert card["by_question_type"] == {"dialogue": 1, "multi": 1, "single": 1}
     assert card["exclusions"] == {"dialogue: shipped reply fails checks": 1, "rationale: no usable rationale": 1}
     assert verify_card(path) == card
@@ -191,6 +203,9 @@ def test_write_and_read_name_the_bad_record(tmp_path):
     path = tmp_path / "grpo.jsonl"
     write_dataset([good], path, kind="grpo", settings={})
     path.write_text(path.read_text(encoding="utf-8") + '{"id": "g2", "answer": "B"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(RecordError, match=r"grpo.jsonl, line 3, field '<json>': not valid JSON"):
+        read_dataset(path, "grpo")
+    path.write_text(path.read_text(encoding="utf-8").replace("not json\n", ""), encoding="utf-8")
     with pytest.raises(RecordError, match=r"grpo.jsonl:2 \(id 'g2'\): field 'subject'"):
         read_dataset(path, "grpo")
     with pytest.raises(FileNotFoundError, match="02_rationales_and_selection"):

@@ -31,7 +31,7 @@ ITEM = {
 }
 
 
-class ScriptedTeacher:
+class CannedTeacher:
     """Returns fixed replies and records what it was asked (a stand-in for a served model)."""
 
     name = "scripted"
@@ -114,7 +114,7 @@ def test_bad_items_are_counted_one_by_one():
 
 
 def test_generate_questions_batches_and_summarises():
-    teacher = ScriptedTeacher([json.dumps([ITEM], ensure_ascii=False), "乱码乱码", json.dumps([ITEM], ensure_ascii=False)])
+    teacher = CannedTeacher([json.dumps([ITEM], ensure_ascii=False), "乱码乱码", json.dumps([ITEM], ensure_ascii=False)])
     passages = [PASSAGE, Passage("passage-y", "社会心理学", "social", "从众", "从众。"), PASSAGE]
     result = generate_questions(teacher, passages, questions_per_passage=1)
     assert len(teacher.prompts) == 3
@@ -131,3 +131,9 @@ def test_load_passages_shipped_and_broken(tmp_path):
     path.write_text(json.dumps({"id": "p1", "subject": "x", "subfield": "y", "title": "t", "text": ""}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match="line 1 \\[id p1\\], field 'text'"):
         load_passages(path)
+
+
+def test_source_prefix_marks_who_wrote_the_questions():
+    teacher = CannedTeacher([json.dumps([ITEM], ensure_ascii=False)])
+    result = generate_questions(teacher, [PASSAGE], questions_per_passage=1, source="scripted")
+    assert [q.source for q in result.questions] == ["scripted:passage-x"]

@@ -45,7 +45,7 @@ def _prompt_id(user_content):
     return "rewritten"
 
 
-class ScriptedTeacher:
+class CannedTeacher:
     """Replies from a script keyed by (question id, prompt id, call number); records every call."""
 
     name = "scripted-teacher"
@@ -81,7 +81,7 @@ def test_judge_reply_accepts_only_closed_think_and_exact_answer():
 
 
 def test_accept_and_reject_in_round_zero():
-    teacher = ScriptedTeacher(lambda qid, pid, call: _reply("B" if qid == "1" else "A", f"推理{qid}"))
+    teacher = CannedTeacher(lambda qid, pid, call: _reply("B" if qid == "1" else "A", f"推理{qid}"))
     results = optimize_rationales([_question("1"), _question("2")], teacher, rounds=0, settings=SETTINGS, show_progress=False)
     assert [r.accepted for r in results] == [True, False]
     assert results[0].rationale == "推理1"
@@ -93,7 +93,7 @@ def test_accept_and_reject_in_round_zero():
 
 def test_update_when_candidate_is_correct():
     # wrong with the base prompt, right with any other prompt
-    teacher = ScriptedTeacher(lambda qid, pid, call: _reply("A") if pid == "step_by_step" else _reply("B", f"用{pid}推理"))
+    teacher = CannedTeacher(lambda qid, pid, call: _reply("A") if pid == "step_by_step" else _reply("B", f"用{pid}推理"))
     (result,) = optimize_rationales([_question("1")], teacher, rounds=1, settings=SETTINGS, show_progress=False)
     assert result.accepted
     assert result.prompt.id != BASE_PROMPT.id
@@ -103,7 +103,7 @@ def test_update_when_candidate_is_correct():
 
 
 def test_revert_keeps_previous_accepted_version():
-    teacher = ScriptedTeacher(lambda qid, pid, call: _reply("B", "最初的推理") if call == 0 else _reply("D"))
+    teacher = CannedTeacher(lambda qid, pid, call: _reply("B", "最初的推理") if call == 0 else _reply("D"))
     (result,) = optimize_rationales([_question("1")], teacher, rounds=2, settings=SETTINGS, show_progress=False)
     assert result.accepted
     assert result.prompt == BASE_PROMPT
@@ -113,21 +113,21 @@ def test_revert_keeps_previous_accepted_version():
 
 
 def test_revert_without_any_accepted_version_stays_rejected():
-    teacher = ScriptedTeacher(lambda qid, pid, call: _reply("C"))
+    teacher = CannedTeacher(lambda qid, pid, call: _reply("C"))
     (result,) = optimize_rationales([_question("1")], teacher, rounds=2, settings=SETTINGS, show_progress=False)
     assert not result.accepted and result.rationale == ""
     assert result.history[-1].reason == "answered C, gold is B; kept no accepted version yet"
 
 
 def test_correct_candidate_replaces_accepted_rationale_in_the_papers_mode():
-    teacher = ScriptedTeacher(lambda qid, pid, call: _reply("B", f"第{call}轮推理"))
+    teacher = CannedTeacher(lambda qid, pid, call: _reply("B", f"第{call}轮推理"))
     (result,) = optimize_rationales([_question("1")], teacher, rounds=2, settings=SETTINGS, show_progress=False)
     assert result.rationale == "第2轮推理"
     assert [h.decision for h in result.history] == ["accepted", "updated", "updated"]
 
 
 def test_refine_accepted_false_only_retries_failures():
-    teacher = ScriptedTeacher(lambda qid, pid, call: _reply("B") if qid == "1" or call == 2 else _reply("A"))
+    teacher = CannedTeacher(lambda qid, pid, call: _reply("B") if qid == "1" or call == 2 else _reply("A"))
     results = optimize_rationales(
         [_question("1"), _question("2")], teacher, rounds=2, settings=SETTINGS, refine_accepted=False, show_progress=False
     )
@@ -142,7 +142,7 @@ def test_history_and_acceptance_by_round_are_hand_counted():
         return _reply("B") if qid == "1" or (qid == "2" and call >= 1) else _reply("A")
 
     results = optimize_rationales(
-        [_question("1"), _question("2"), _question("3")], ScriptedTeacher(script), rounds=2, settings=SETTINGS, show_progress=False
+        [_question("1"), _question("2"), _question("3")], CannedTeacher(script), rounds=2, settings=SETTINGS, show_progress=False
     )
     rows = history_rows(results)
     assert len(rows) == 9
@@ -156,7 +156,7 @@ def test_history_and_acceptance_by_round_are_hand_counted():
 
 def test_teacher_never_sees_the_explanation():
     q = _question("1", explanation="因为选项二是定义本身，所以答案是B。")
-    teacher = ScriptedTeacher(lambda qid, pid, call: _reply("A"))
+    teacher = CannedTeacher(lambda qid, pid, call: _reply("A"))
     optimize_rationales([q], teacher, rounds=1, settings=SETTINGS, show_progress=False)
     for batch in teacher.calls:
         for messages in batch:
@@ -210,7 +210,7 @@ def test_teacher_proposer_uses_good_rewrites_and_falls_back_on_bad_ones():
 
 def test_teacher_rewrite_is_used_in_the_next_generation():
     good = "请先回忆相关理论的核心要点，再判断每个选项是否与之相符，特别留意容易混淆的概念之间的差别。"
-    teacher = ScriptedTeacher(lambda qid, pid, call: _reply("B", "改写后推理") if pid == "rewritten" else _reply("A"))
+    teacher = CannedTeacher(lambda qid, pid, call: _reply("B", "改写后推理") if pid == "rewritten" else _reply("A"))
     (result,) = optimize_rationales(
         [_question("1")], teacher, rounds=1, settings=SETTINGS, proposer=TeacherProposer(ScriptedRewriter([good])), show_progress=False
     )
@@ -236,7 +236,7 @@ def test_choose_rationales_prefers_teacher_then_explanation_and_reports_the_rest
 
 
 def test_invalid_arguments_are_refused():
-    teacher = ScriptedTeacher(lambda qid, pid, call: _reply("B"))
+    teacher = CannedTeacher(lambda qid, pid, call: _reply("B"))
     with pytest.raises(ValueError, match="rounds"):
         optimize_rationales([_question("1")], teacher, rounds=-1, show_progress=False)
     with pytest.raises(ValueError, match="unique"):
@@ -245,7 +245,7 @@ def test_invalid_arguments_are_refused():
 
 
 def test_unaccepted_lists_every_failed_question_with_a_countable_reason():
-    teacher = ScriptedTeacher(lambda qid, pid, call: {"1": _reply("B"), "2": _reply("A"), "3": "乱码"}[qid])
+    teacher = CannedTeacher(lambda qid, pid, call: {"1": _reply("B"), "2": _reply("A"), "3": "乱码"}[qid])
     results = optimize_rationales([_question(q) for q in "123"], teacher, rounds=1, settings=SETTINGS, show_progress=False)
     assert [(e.id, e.stage, e.reason) for e in unaccepted(results)] == [
         ("2", "teacher_rationale", "wrong answer"),

@@ -159,3 +159,11 @@ def test_reward_functions_by_name():
     assert reward_functions(["format", "accuracy"]) == [format_reward, accuracy_reward]
     with pytest.raises(ValueError, match="Unknown reward"):
         reward_functions(["length"])
+
+
+def test_format_reward_uses_the_one_definition():
+    from psyche_utils import answers
+
+    assert rewards.is_well_formed is answers.is_well_formed
+    replies = [GOOD_SINGLE, EMPTY_REASONING, TWO_THINK_BLOCKS, TEXT_BEFORE_THINK]
+    assert format_reward(replies) == [float(answers.is_well_formed(r)) for r in replies] == [1.0, 0.0, 0.0, 0.0]

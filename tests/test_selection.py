@@ -157,3 +157,17 @@ def test_likelihood_solvers_answer_validly_and_differ_by_seed(tiny_model_and_tok
     records = cross_select(questions, [first, second, chat])
     assert [name for name in records[0].predictions] == ["tiny-seed0", "tiny-seed1", "qwen"]
     assert any(r.predictions["tiny-seed0"] != r.predictions["tiny-seed1"] for r in records)
+
+
+def test_guesser_expectation_by_hand():
+    from psyche_utils.selection import guesser_expectation
+
+    single, multi = _question("s", "A"), _question("m", "AB")
+    # single: 4 answers, 2 guessers -> p = 1 - (3/4)^2 = 7/16; multi: 11 sets -> p = 1 - (10/11)^2 = 21/121
+    mean, sd = guesser_expectation([single, multi], 2)
+    p1, p2 = 7 / 16, 21 / 121
+    assert mean == pytest.approx(p1 + p2)
+    assert sd == pytest.approx((p1 * (1 - p1) + p2 * (1 - p2)) ** 0.5)
+    assert guesser_expectation([single], 1) == pytest.approx((0.25, (0.25 * 0.75) ** 0.5))
+    with pytest.raises(ValueError, match="n_solvers"):
+        guesser_expectation([single], 0)
