@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from psyche_utils.evaluation import load_pceb  # noqa: E402
 from psyche_utils.evaluation.prompts import choice_prompt  # noqa: E402
-from psyche_utils.llm import GenerationSettings, TransformersBackend  # noqa: E402
+from psyche_utils.llm import GenerationSettings, TransformersBackend, generation_preset  # noqa: E402
 from psyche_utils.notebook import seed_everything  # noqa: E402
 from psyche_utils.paths import EVAL_DATA_DIR  # noqa: E402
 from psyche_utils.tiny import load_tiny  # noqa: E402
@@ -44,7 +44,7 @@ def main() -> None:
     model, tokenizer = load_tiny()
     choice_items = [item for item in load_pceb(EVAL_DATA_DIR / "pceb") if item.question_type != "essay"]
     prompts = [choice_prompt(item) for item in choice_items[: args.items]]
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    settings = generation_preset("greedy", max_new_tokens=args.max_new_tokens)
 
     batched = TransformersBackend(model, tokenizer, "tiny", batch_size=args.batch_size, progress=False)
     single = TransformersBackend(model, tokenizer, "tiny", batch_size=1, progress=False)
@@ -54,7 +54,7 @@ def main() -> None:
 
     fast = items_per_second(batched, prompts, settings, args.repeats)
     slow = items_per_second(single, prompts, settings, args.repeats)
-    print(f"{len(prompts)} PCEB prompts, {args.max_new_tokens} new tokens each, tiny model on CPU")
+    print(f"{len(prompts)} PCEB prompts, decoding preset {settings.label}, tiny model on CPU")
     print(f"batched (batch {args.batch_size}): {fast:.2f} items/s")
     print(f"one at a time:        {slow:.2f} items/s")
     print(f"ratio batched / one-at-a-time: {fast / slow:.2f}x")

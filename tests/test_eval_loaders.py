@@ -21,7 +21,7 @@ def test_pceb_counts_per_part_and_type():
     assert counts == {
         ("case", "single"): 6, ("case", "multi"): 5,
         ("moral", "single"): 8, ("moral", "multi"): 6,
-        ("theory", "single"): 8, ("theory", "multi"): 6,
+        ("theory", "single"): 8, ("theory", "multi"): 7,
         ("essay", "essay"): 4,
     }
     assert len({item.id for item in pceb}) == len(pceb)
@@ -46,14 +46,31 @@ def test_pceb_essays_keep_reference_text():
 
 def test_pceb_quirks_are_reported_not_dropped_silently():
     pceb = load_pceb(PCEB)
-    assert len(pceb.excluded) == 1
-    issue = pceb.excluded[0]
-    assert issue.source == "theory/multiple/simulation/模拟-理论多选.json"
-    assert issue.record.startswith("#2") and issue.field == "answer" and issue.problem == "empty gold answer"
+    assert pceb.excluded == [] and pceb.missing_parts == []
+    empty = [issue for issue in pceb.flagged if issue.field == "answer"]
+    assert len(empty) == 1 and empty[0].source == "theory/multiple/simulation/模拟-理论多选.json"
+    assert empty[0].record.startswith("#2") and empty[0].problem.startswith("empty gold answer")
+    kept = next(item for item in pceb if item.source == empty[0].source and item.native_id == "2")
+    assert kept.answer == "" and kept.official_answer == "" and kept.gold_problem == "empty gold answer"
     cleaned = {issue.problem for issue in pceb.cleaned}
     assert "'\\xa0B\\xa0' -> 'B'" in cleaned and "'ABC\\u2003' -> 'ABC'" in cleaned
-    assert all(item.answer == item.answer.strip() and item.answer for item in pceb)
-    assert "excluded theory/multiple/simulation" in pceb.report()
+    assert all(item.official_answer == item.official_answer.strip() for item in pceb)
+    assert "kept     theory/multiple/simulation" in pceb.report()
+
+
+def _json_records(folder: Path) -> int:
+    return sum(len(json.loads(path.read_text(encoding="utf-8"))) for path in folder.glob("*.json"))
+
+
+def test_every_record_is_loaded_as_the_official_evaluators_score_them():
+    # The loaders keep every record, so on the real release the counts are the files' own:
+    # train 9,855, dev 1,097, test 3,902. Here: every fixture record, quirks included.
+    for split in ("train", "dev", "test"):
+        assert len(load_cpsyexam(CPSY, split)) == _json_records(CPSY / split)
+    choice_records = sum(_json_records(folder) for folder in PCEB.glob("*/*/*") if folder.parts[-3] != "cases")
+    sub_questions = sum(len(case["questions_and_answers"]) for folder in PCEB.glob("cases/*/*")
+                        for path in folder.glob("*.json") for case in json.loads(path.read_text(encoding="utf-8")))
+    assert len(load_pceb(PCEB)) == choice_records + sub_questions == 44
 
 
 def _write(path: Path, data) -> Path:
@@ -83,10 +100,10 @@ def test_pceb_missing_field_names_record_and_field(tmp_path):
     assert error.value.record == "#2" and error.value.field_name == "options"
 
 
-def test_pceb_bad_items_are_excluded_with_reasons(tmp_path):
+def test_pceb_odd_golds_are_kept_and_flagged_only_untyped_items_excluded(tmp_path):
     _write(tmp_path / "theory/single/third/a.json", [
-        _question(1, "AB"),                                       # single with two letters
-        _question(2, "F"),                                        # not an option letter
+        _question(1, "AB"),                                       # single with two letters: kept, flagged
+        _question(2, "F"),                                        # not an option letter: kept, no usable gold
         _question(3, "Ｃ"),                                       # full-width, cleaned
     ])
     _write(tmp_path / "cases/mix/third/b.json", [{
@@ -98,16 +115,40 @@ def test_pceb_bad_items_are_excluded_with_reasons(tmp_path):
     }])
     _write(tmp_path / "notes/readme.json", [])
     pceb = load_pceb(tmp_path)
-    assert [item.answer for item in pceb] == ["C"]
-    problems = sorted(issue.problem for issue in pceb.excluded)
-    assert problems == [
+    assert [(item.answer, item.gold_problem) for item in pceb] == [
+        ("AC", ""), ("AB", ""), ("", "'F' is not made of option letters"), ("C", "")]
+    assert [issue.problem for issue in pceb.excluded] == ["no 单选/多选 prefix, so the question type is unknown"]
+    flagged = sorted(issue.problem for issue in pceb.flagged)
+    assert flagged == [
         "'AC' names option(s) C that have no text",
-        "'F' is not made of option letters",
-        "no 单选/多选 prefix, so the question type is unknown",
-        "single-choice question with answer 'AB'",
+        "'F' is not made of option letters (kept: the official evaluator scores it)",
+        "single-choice question with answer 'AB' (kept and scored as released)",
     ]
     assert pceb.ignored_files == ["notes/readme.json"]
     assert [issue.problem for issue in pceb.cleaned] == ["'Ｃ' -> 'C'"]
+    assert pceb.missing_parts == ["moral/single", "moral/multiple", "theory/multiple", "cases/essay"]
+    assert "missing from this tree: moral/single" in pceb.report()
+
+
+def test_pceb_duplicate_ids_unknown_fields_and_bom_are_reported(tmp_path):
+    path = tmp_path / "moral/single/second/a.json"
+    path.parent.mkdir(parents=True)
+    records = [_question(1, "A"), _question(1, "B", source="网页"), _question(2, "C")]
+    path.write_text("\ufeff" + json.dumps(records, ensure_ascii=False), encoding="utf-8")   # saved by Excel
+    pceb = load_pceb(tmp_path)
+    assert len(pceb) == 3 and len({item.id for item in pceb}) == 3       # keyed by record number
+    problems = [issue.problem for issue in pceb.flagged]
+    assert any("duplicate id '1' (first at #1)" in p for p in problems)
+    assert any("fields not in the published format" in p and "source (1 records)" in p for p in problems)
+    assert pceb[1].extra == {"source": "网页"}
+
+
+def test_pceb_non_utf8_file_is_named(tmp_path):
+    path = tmp_path / "moral/single/second/gbk.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(json.dumps([_question(1, "A")], ensure_ascii=False).encode("gbk"))
+    with pytest.raises(EvalDataError, match=r"gbk\.json: .*field '<encoding>': not UTF-8 at byte"):
+        load_pceb(tmp_path)
 
 
 def test_pceb_accepts_the_repository_root_and_reports_missing_folder(tmp_path):
@@ -119,18 +160,36 @@ def test_pceb_accepts_the_repository_root_and_reports_missing_folder(tmp_path):
 
 def test_cpsyexam_dev_test_and_option_e():
     dev = load_cpsyexam(CPSY, "dev")
-    assert len(dev) == 18
-    assert Counter(item.question_type for item in dev) == {"single": 10, "multi": 8}
+    assert len(dev) == 20
+    assert Counter(item.question_type for item in dev) == {"single": 12, "multi": 8}
     assert all(set(item.options) == set("ABCDE") for item in dev)
-    assert sum(item.options["E"] == "" for item in dev) == 17
+    assert sum(item.options["E"] == "" for item in dev) == 19
     assert {item.task for item in dev} >= {"KG-PCE-心理咨询师三级-单项选择题", "CA-心理诊断-多项选择题"}
     assert [issue.problem for issue in dev.cleaned] == ["' B' -> 'B'"]
+    odd = next(item for item in dev if item.official_answer == "AC")
+    assert odd.question_type == "single" and odd.answer == "AC" and odd.task == "CA-心理咨询-单项选择题"
+    assert [issue.problem for issue in dev.flagged] == ["single-choice question with answer 'AC' (kept and scored as released)"]
+    assert next(item for item in dev if item.native_id == "15").official_answer == " B"
+    # two task files share the subject 心理咨询师三级: the official scorer keeps them apart
+    assert len({item.task for item in dev if item.subject == "心理咨询师三级" and item.question_type == "single"}) == 2
     test = load_cpsyexam(CPSY, "test")
     assert len(test) == 4 and all(item.answer == "" for item in test)
     train = load_cpsyexam(CPSY, "train")
     assert len(train) == 12 and all(item.answer for item in train)
+    assert sorted(issue.problem for issue in train.cleaned) == ["'A,B,C' -> 'ABC'", "'A,B,C' -> 'ABC'"]
+    assert {item.official_answer for item in train} >= {"A,B,C"}
     with pytest.raises(ValueError, match="split"):
         load_cpsyexam(CPSY, "validation")
+
+
+def test_cpsyexam_missing_splits_are_reported(tmp_path):
+    record = {"id": 1, "subject_name": "普通心理学", "question_type": "single", "kind": "knowledge",
+              "question": "q", "options": {"A": "a", "B": "b"}, "answer": "A", "explanation": ""}
+    _write(tmp_path / "dev/KG-x-单项选择题.json", [record])
+    dev = load_cpsyexam(tmp_path, "dev")
+    assert dev.missing_parts == ["train/", "test/"] and "missing from this tree: train/" in dev.report()
+    with pytest.raises(FileNotFoundError, match="splits present: dev"):
+        load_cpsyexam(tmp_path, "train")
 
 
 def test_cpsyexam_through_datasets_matches_the_files():

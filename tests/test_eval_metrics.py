@@ -62,21 +62,28 @@ def test_psyche_r1_row_by_hand():
     assert avg_prime == pytest.approx(465.86 / 6) and avg_prime == pytest.approx(77.64, abs=0.006)
 
 
-def test_cpsyexam_macro_average_over_subjects():
+def test_cpsyexam_macro_average_over_tasks_or_subjects():
     scored = pd.DataFrame([
-        # subject X single: 2 of 3 right; subject Y single: 1 of 1 right; X multi: 1 of 2 right
-        {"subject": "X", "question_type": "single", "strict": 1.0},
-        {"subject": "X", "question_type": "single", "strict": 1.0},
-        {"subject": "X", "question_type": "single", "strict": 0.0},
-        {"subject": "Y", "question_type": "single", "strict": 1.0},
-        {"subject": "X", "question_type": "multi", "strict": 1.0},
-        {"subject": "X", "question_type": "multi", "strict": 0.0},
+        # task T1 (subject X) single: 2 of 3 right; T2 (subject Y) single: 1 of 1; T3 (subject X) single: 0 of 1;
+        # T4 (subject X) multi: 1 of 2
+        {"task": "T1", "subject": "X", "question_type": "single", "strict": 1.0},
+        {"task": "T1", "subject": "X", "question_type": "single", "strict": 1.0},
+        {"task": "T1", "subject": "X", "question_type": "single", "strict": 0.0},
+        {"task": "T2", "subject": "Y", "question_type": "single", "strict": 1.0},
+        {"task": "T3", "subject": "X", "question_type": "single", "strict": 0.0},
+        {"task": "T4", "subject": "X", "question_type": "multi", "strict": 1.0},
+        {"task": "T4", "subject": "X", "question_type": "multi", "strict": 0.0},
+        {"task": "T4", "subject": "X", "question_type": "multi", "strict": float("nan")},  # no usable gold: left out
     ])
-    summary, per_subject = cpsyexam_scores(scored)
-    assert summary["MCQA"] == pytest.approx((200 / 3 + 100) / 2)  # 83.33, not the pooled 75
+    summary, per_task = cpsyexam_scores(scored)
+    assert summary["MCQA"] == pytest.approx((200 / 3 + 100 + 0) / 3)   # per task file
     assert summary["MRQA"] == pytest.approx(50.0)
-    assert summary["Avg"] == pytest.approx(((200 / 3 + 100) / 2 + 50) / 2)
+    assert len(per_task) == 4
+    by_subject, per_subject = cpsyexam_scores(scored, by="subject")
+    assert by_subject["MCQA"] == pytest.approx((50 + 100) / 2)         # X pools T1 and T3: 2 of 4
     assert len(per_subject) == 3
+    with pytest.raises(ValueError, match="task"):
+        cpsyexam_scores(scored, by="file")
 
 
 def test_jieba_rouge_bleu_on_a_known_pair():
@@ -133,7 +140,7 @@ def test_perfect_predictions_score_100_everywhere():
 
 
 def test_always_answering_a_scores_a_direct_count():
-    items = [item for item in load_pceb(EVAL_DATA_DIR / "pceb").items if item.question_type != "essay"]
+    items = [item for item in load_pceb(EVAL_DATA_DIR / "pceb").items if item.question_type != "essay" and not item.gold_problem]
     row = pceb_row(score_predictions(items, {item.id: "A" for item in items}))
     for part in ("case", "moral", "theory"):
         single = [i for i in items if i.part == part and i.question_type == "single"]

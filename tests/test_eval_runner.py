@@ -11,6 +11,7 @@ import pytest
 from psyche_utils.evaluation import load_cpsyexam, load_pceb, load_psydt, pceb_row
 from psyche_utils.evaluation.judge import (
     DIMENSIONS,
+    dimension_prompt,
     GenerativeJudge,
     JudgeParseError,
     ProbabilityJudge,
@@ -65,6 +66,30 @@ def test_generation_is_cached_and_resumable(tmp_path):
     assert backend.calls[6:] == [4, 4, 2]
 
 
+def test_a_torn_last_line_is_reported_cut_off_and_regenerated(tmp_path):
+    backend = ScriptedBackend(lambda m: m[-1]["content"].upper())
+    replies, log = generate_cached(backend, "bench", _pairs(4), SETTINGS, chunk_size=2, cache_dir=tmp_path)
+    text = log.path.read_text(encoding="utf-8")
+    log.path.write_text(text[: text.rindex('"reply"')], encoding="utf-8")      # a crash in the middle of a write
+    again, log = generate_cached(backend, "bench", _pairs(4), SETTINGS, chunk_size=2, cache_dir=tmp_path)
+    assert again == replies and log.torn_line == 4 and log.reused == 2 and log.generated == 2
+    assert "torn last line 4" in log.report() and backend.calls == [2, 2, 2]
+    lines = log.path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 5 and all(json.loads(line) for line in lines)   # the torn line is gone, the file is valid
+    third, log = generate_cached(backend, "bench", _pairs(4), SETTINGS, chunk_size=2, cache_dir=tmp_path)
+    assert third == replies and log.torn_line is None and log.reused == 4
+
+
+def test_cache_names_carry_the_preset_label(tmp_path):
+    from psyche_utils.llm import generation_preset
+
+    backend = ScriptedBackend(lambda m: "x")
+    _, greedy = generate_cached(backend, "bench", _pairs(1), generation_preset("greedy", max_new_tokens=8), cache_dir=tmp_path)
+    _, official = generate_cached(backend, "bench", _pairs(1), generation_preset("psyche_official"), cache_dir=tmp_path)
+    assert greedy.path.name.startswith("bench-greedy-8-") and greedy.settings_label == "greedy-8"
+    assert official.path.name.startswith("bench-t0.7-p0.9-2048-")
+
+
 def test_a_corrupt_cache_line_is_an_error(tmp_path):
     backend = ScriptedBackend(lambda m: "x")
     _, log = generate_cached(backend, "bench", _pairs(2), SETTINGS, cache_dir=tmp_path)
@@ -82,9 +107,15 @@ def _oracle(items):
 def test_run_choice_end_to_end_with_perfect_answers(tmp_path):
     items = [item for item in load_pceb(EVAL_DATA_DIR / "pceb") if item.question_type != "essay"]
     frame, _ = run_choice(ScriptedBackend(_oracle(items)), items, SETTINGS, "pceb", cache_dir=tmp_path)
-    assert len(frame) == 39 and frame.strict.eq(1.0).all() and frame.answered.all()
-    row = pceb_row(frame)
+    # 40 items; the one with an empty gold gets no answer and is not scored under strict (NaN)
+    assert len(frame) == 40 and frame.strict.isna().sum() == 1 and frame.answered.sum() == 39
+    assert frame.dropna(subset=["strict"]).strict.eq(1.0).all() and frame.convention.eq("strict").all()
+    row = pceb_row(frame.dropna(subset=["strict"]))
     assert all(row[column] == 100.0 for column in PCEB_ACCURACY_COLUMNS)
+    official, _ = run_choice(ScriptedBackend(_oracle(items)), items, SETTINGS, "pceb", cache_dir=tmp_path,
+                             convention="official")
+    # officially the empty gold is scored, and the letter "A" in the reasoning is read as its answer: wrong
+    assert official.strict.notna().all() and official.outcome.value_counts().to_dict() == {"complete": 39, "wrong": 1}
 
 
 def test_unclosed_think_block_gives_no_answer(tmp_path):
@@ -132,7 +163,7 @@ def test_cpsyexam_submission_format(tmp_path):
     submission = cpsyexam_submission({0: frame})
     assert list(submission) == ["zero_shot"]
     assert submission["zero_shot"]["KG-PCE-心理咨询师三级-单项选择题"] == [
-        {"question_id": "31", "prediction": "B"}, {"question_id": "32", "prediction": "B"}]
+        {"question_id": "31", "prediction": "B", "n_shot": 0}, {"question_id": "32", "prediction": "B", "n_shot": 0}]
     with pytest.raises(ValueError, match="zero-shot and five-shot"):
         cpsyexam_submission({3: frame})
 
@@ -140,12 +171,12 @@ def test_cpsyexam_submission_format(tmp_path):
 def test_cpsyexam_scores_from_run_choice(tmp_path):
     dev = load_cpsyexam(EVAL_DATA_DIR / "cpsyexam", "dev").items
     frame, _ = run_choice(ScriptedBackend(lambda m: "答案：A"), dev, SETTINGS, "cpsyexam-dev", cache_dir=tmp_path)
-    summary, per_subject = cpsyexam_scores(frame)
-    expected = per_subject[per_subject.question_type == "single"].accuracy.mean()
+    summary, per_task = cpsyexam_scores(frame)
+    expected = per_task[per_task.question_type == "single"].accuracy.mean()
     assert summary["MCQA"] == pytest.approx(expected)
     singles = [i for i in dev if i.question_type == "single"]
-    by_subject = pd.DataFrame({"s": [i.subject for i in singles], "a": [i.answer == "A" for i in singles]})
-    assert summary["MCQA"] == pytest.approx(100 * by_subject.groupby("s").a.mean().mean())
+    by_task = pd.DataFrame({"t": [i.task for i in singles], "a": [i.answer == "A" for i in singles]})
+    assert summary["MCQA"] == pytest.approx(100 * by_task.groupby("t").a.mean().mean())
     assert summary["MRQA"] == 0.0  # no multi gold is the single letter A
 
 
@@ -154,7 +185,7 @@ def test_essays_and_dialogues_score_the_text_after_think(tmp_path):
     references = {essay_prompt(i)[-1]["content"]: i.answer for i in pceb if i.part == "essay"}
     backend = ScriptedBackend(lambda m: f"<think>分析</think>\n{references[m[-1]['content']]}")
     frame, _ = run_essays(backend, pceb.items, SETTINGS, cache_dir=tmp_path)
-    assert len(frame) == 4 and frame["R-1"].eq(100.0).all() and frame["B-4"].gt(99.9).all()
+    assert len(frame) == 4 and frame["R-1"].gt(99.999).all() and frame["B-4"].gt(99.9).all()
     psydt = load_psydt(EVAL_DATA_DIR / "soulchat")
     frame, _ = run_dialogues(ScriptedBackend(lambda m: "<think>想</think>\n我在听。"), psydt.items, SETTINGS,
                              cache_dir=tmp_path)
@@ -226,13 +257,34 @@ def test_probability_judge_on_the_tiny_model(tiny):
     assert frame.digit_mass.between(0, 1).all()
 
 
+def test_probability_judge_keeps_only_the_last_logits(tiny):
+    import torch
+
+    model, tokenizer = tiny
+    samples = load_psydt(EVAL_DATA_DIR / "soulchat").items[:2]
+    judge = ProbabilityJudge(model, tokenizer, "tiny-judge", batch_size=2)
+    tokenizer.padding_side = "left"
+    encoded = [judge._encode(dimension_prompt(s, s.reference, "safety")) for s in samples]
+    kept = judge._digit_probabilities(encoded)
+    batch = tokenizer.pad({"input_ids": encoded}, return_tensors="pt", padding=True)
+    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=positions).logits
+    assert full.shape[1] == max(len(e) for e in encoded) > 1           # every position, without logits_to_keep
+    expected = torch.softmax(full[:, -1, :].float(), dim=-1)[:, judge.digit_ids]
+    assert torch.allclose(kept, expected, atol=1e-6)
+
+
 def test_tables_and_plots():
     assert PUBLISHED_PCEB.loc["Psyche-R1", "Case M"] == 56.26
     row = {column: 10.0 for column in PUBLISHED_PCEB.columns}
-    table = pceb_comparison({"tiny-base": row}, chance=row)
+    table = pceb_comparison({"tiny-base": row}, chance=row, convention="strict")
     assert list(table.index[:3]) == ["tiny-base", "chance", "Qwen2.5-7B-Instruct"]
     assert list(table.source[:3]) == ["ours", "chance", "paper"] and len(table) == 2 + len(PUBLISHED_PCEB)
-    assert plot_pceb_bars(table) is not None
+    assert list(table.convention[:3]) == ["strict", "expected value", "official (published)"]
+    fig = plot_pceb_bars(table, intervals={"tiny-base": {"Case S": (2.0, 40.0)}})
+    assert len(fig.axes) == 2 and fig.axes[1].get_title().endswith("our rows and chance")   # tiny rows in their own panel
+    assert len(plot_pceb_bars(table[table.source == "paper"]).axes) == 1
     assert plot_empathy_radar({"a": {k: 1.0 for k in DIMENSIONS}, "none": {k: math.nan for k in DIMENSIONS}}) is not None
 
 

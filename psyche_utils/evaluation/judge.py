@@ -23,12 +23,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from psyche_utils.answers import THINK_CLOSE, THINK_OPEN, split_reasoning
 from psyche_utils.evaluation.loaders import DialogueSample
 from psyche_utils.evaluation.runner import generate_cached
-from psyche_utils.llm import ChatBackend, GenerationSettings, Messages
+from psyche_utils.llm import ChatBackend, GenerationSettings, Messages, generation_preset
 
 DIMENSIONS: dict[str, str] = {
     "strategy": "会话策略",
@@ -153,7 +152,7 @@ class GenerativeJudge:
     def __init__(self, backend: ChatBackend, settings: GenerationSettings | None = None, cache_dir: Path | None = None):
         self.backend = backend
         self.name = backend.name
-        self.settings = settings or GenerationSettings(max_new_tokens=512)
+        self.settings = settings or generation_preset("greedy", max_new_tokens=512)
         self.cache_dir = cache_dir
 
     def judge(self, samples: Sequence[DialogueSample], replies: Mapping[str, str], label: str) -> pd.DataFrame:
@@ -198,6 +197,13 @@ class ProbabilityJudge:
 
     @torch.inference_mode()
     def _digit_probabilities(self, encoded: list[list[int]]) -> torch.Tensor:
+        """P("0".."3") at the last position of each prompt.
+
+        ``logits_to_keep=1`` makes the model project only the last hidden state onto the
+        vocabulary: full logits would be batch x length x 152k floats (about 7 GB for a batch of
+        eight 1,500-token prompts at 7B scale) of which one row per prompt is read. Prompts are
+        left-padded, so the last position is each prompt's own last token.
+        """
         device = next(self.model.parameters()).device
         out = []
         for start in range(0, len(encoded), self.batch_size):
@@ -206,7 +212,7 @@ class ProbabilityJudge:
             mask = batch["attention_mask"].to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             logits = self.model(input_ids=batch["input_ids"].to(device), attention_mask=mask,
-                                position_ids=positions).logits[:, -1, :]
+                                position_ids=positions, logits_to_keep=1).logits[:, -1, :]
             out.append(torch.softmax(logits.float(), dim=-1)[:, self.digit_ids].cpu())
         return torch.cat(out)
 
@@ -214,8 +220,7 @@ class ProbabilityJudge:
         """One row per sample: expected score per dimension and the mean digit mass."""
         self.tokenizer.padding_side = "left"
         keys = [(s, d) for s in samples for d in DIMENSIONS]
-        encoded = [self._encode(dimension_prompt(s, replies[s.id], d)) for s, d in
-                   tqdm(keys, desc=f"judge prompts ({self.name})", leave=False)]
+        encoded = [self._encode(dimension_prompt(s, replies[s.id], d)) for s, d in keys]
         probs = self._digit_probabilities(encoded)
         mass = probs.sum(-1)
         expected = (probs * torch.arange(4)).sum(-1) / mass

@@ -3,14 +3,19 @@
 The loaders accept the folders exactly as the benchmark authors publish them (the PCEB tree of
 JSON arrays, CPsyExam's per-task files, PsyDT's single-turn test file), so a learner can point
 them at the real downloads. Real releases have quirks: answers padded with non-breaking or em
-spaces, a question whose gold answer is empty, an unused option "E". Each is handled and
-*reported*: a cleaned value is listed in ``cleaned``, an unusable item in ``excluded``, and a
-file that is not valid at all raises ``EvalDataError`` naming the file, record and field.
+spaces, answers written ``A,B,C``, a single-choice question whose gold is ``AC``, a question whose
+gold answer is empty, an unused option "E". The benchmarks' own evaluators score every item, so
+the loaders keep every item too and *report* each quirk: a normalised value is listed in
+``cleaned``, an item kept with a gold that the strict convention cannot use (or a duplicate id,
+an unknown field) in ``flagged``, an item that cannot be typed at all in ``excluded``, and a
+part of the layout that is absent in ``missing_parts``. A file that is not valid at all raises
+``EvalDataError`` naming the file, record and field. Files are read through
+``psyche_utils.datafiles`` (UTF-8 with or without a byte-order mark; anything else is named).
 """
 
 from __future__ import annotations
 
-import json
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,8 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from psyche_utils.datafiles import DataError, read_records, unknown_fields
+
 PCEB_PARTS = ("case", "moral", "theory", "essay")
 PCEB_LEVELS = ("second", "third", "simulation")
+#: The six folders a complete PCEB tree has; a missing one is reported, not silently skipped.
+PCEB_FOLDERS = ("moral/single", "moral/multiple", "theory/single", "theory/multiple", "cases/mix", "cases/essay")
 OPTION_LETTERS = "ABCDE"
 CPSYEXAM_SPLITS = ("train", "dev", "test")
 PSYDT_TEST_FILE = "PsyDTCorpus_test_single_turn_split.json"
@@ -27,6 +36,14 @@ PSYDT_TEST_FILE = "PsyDTCorpus_test_single_turn_split.json"
 _TYPE_FOLDERS = {"single": "single", "multiple": "multi"}
 _CASE_PREFIXES = {"单选": "single", "多选": "multi"}
 _CPSY_TYPES = {"single": "single", "multi": "multi", "单项选择题": "single", "多项选择题": "multi"}
+
+#: Fields of the published record shapes; anything else is kept in ``EvalItem.extra`` and reported.
+PCEB_FIELDS = {"id", "question", "options", "answer", "analysis"}
+PCEB_CASE_FIELDS = {"id", "identifier", "general_info", "case_introduction", "questions_and_answers"}
+PCEB_SUB_FIELDS = {"question", "options", "answer", "analysis"}
+CPSYEXAM_FIELDS = {"id", "subject_name", "question_type", "kind", "question", "options", "answer", "explanation",
+                   *OPTION_LETTERS}
+_ANSWER_SEPARATORS = re.compile(r"[\s,，、;；/]+")
 
 T = TypeVar("T")
 
@@ -54,7 +71,9 @@ class EvalItem:
     """One scored question: a choice question or a case essay question.
 
     ``answer`` holds sorted option letters for choice questions, the reference text for essays,
-    and "" when the split withholds answers (CPsyExam test).
+    and "" when the split withholds answers (CPsyExam test) or the gold has no usable letters
+    (``gold_problem`` says why). ``official_answer`` is the gold exactly as the benchmark's own
+    evaluator compares it (PCEB: the stripped string; CPsyExam: the string as released).
     """
 
     id: str
@@ -72,6 +91,9 @@ class EvalItem:
     task: str = ""
     kind: str = ""
     explanation: str = ""
+    official_answer: str = ""
+    gold_problem: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,7 +118,9 @@ class BenchmarkSet(Generic[T]):
     items: list[T]
     excluded: list[Issue] = field(default_factory=list)
     cleaned: list[Issue] = field(default_factory=list)
+    flagged: list[Issue] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
+    missing_parts: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -115,18 +139,52 @@ class BenchmarkSet(Generic[T]):
             lines.append("  " + ", ".join(f"{part}/{qtype}: {n}" for (part, qtype), n in sorted(counts.items())))
         lines += [f"  excluded {i.source} record {i.record} ({i.field}): {i.problem}" for i in self.excluded]
         lines += [f"  cleaned  {i.source} record {i.record} ({i.field}): {i.problem}" for i in self.cleaned]
+        lines += [f"  kept     {i.source} record {i.record} ({i.field}): {i.problem}" for i in self.flagged]
         lines += [f"  ignored file (not part of the layout): {name}" for name in self.ignored_files]
+        lines += [f"  missing from this tree: {part}" for part in self.missing_parts]
         return "\n".join(lines)
 
 
 def _read_json_array(path: Path, label: str) -> list[Any]:
+    """The records of one release file, read through ``psyche_utils.datafiles``.
+
+    Ids are not checked here: release files have cases without ids, and duplicate ids are
+    reported by the loaders (items are keyed by their record number, so they stay distinct).
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise EvalDataError(label, f"(line {error.lineno})", "-", f"not valid JSON: {error.msg}") from error
-    if not isinstance(data, list):
-        raise EvalDataError(label, "-", "-", f"expected a JSON array of records, found {type(data).__name__}")
-    return data
+        read = read_records(path, id_field=None)
+    except DataError as error:
+        first = error.rejections[0]
+        where = f"(line {first.line})" if first.line > 0 else "-"
+        raise EvalDataError(label, where, first.field, first.reason) from error
+    if read.rejections:
+        first = read.rejections[0]
+        raise EvalDataError(label, f"#{first.line}", first.field, first.reason)
+    return [record for _, record in read.records]
+
+
+def _note_unknown_fields(records: Sequence[Any], known: set[str], label: str, out: "BenchmarkSet[Any]") -> None:
+    """One note per file for fields outside the published shape (they are kept in ``extra``)."""
+    counts: Counter[str] = Counter()
+    for record in records:
+        if isinstance(record, dict):
+            counts.update(unknown_fields(record, known))
+    if counts:
+        listed = ", ".join(f"{name} ({n} records)" for name, n in counts.items())
+        out.flagged.append(Issue(label, "-", "<fields>", f"fields not in the published format, kept in item.extra: {listed}"))
+
+
+def _note_duplicate_ids(native_ids: Sequence[str], label: str, out: "BenchmarkSet[Any]") -> None:
+    """Blank and repeated native ids, named (predictions files key items by id, so they matter)."""
+    seen: dict[str, int] = {}
+    for index, native in enumerate(native_ids, start=1):
+        if not native.strip():
+            out.flagged.append(Issue(label, f"#{index}", "id", "blank id (the item is keyed by its record number)"))
+        elif native in seen:
+            out.flagged.append(Issue(label, f"#{index}", "id", f"duplicate id {native!r} (first at #{seen[native]}); "
+                                     "the item is keyed by its record number"))
+        else:
+            seen[native] = index
 
 
 def _require(record: Any, key: str, label: str, where: object, kind: type | tuple[type, ...] = str) -> Any:
@@ -163,32 +221,37 @@ def _options(record: dict[str, Any], label: str, where: object) -> dict[str, str
 
 
 def _clean_answer(
-    raw: Any, options: Mapping[str, str], question_type: str, label: str, where: str,
-    cleaned: list[Issue], excluded: list[Issue],
-) -> str | None:
-    """Sorted answer letters, or None (with the reason recorded) when the answer is unusable."""
+    raw: Any, options: Mapping[str, str], question_type: str, label: str, where: str, out: "BenchmarkSet[Any]",
+) -> tuple[str, str]:
+    """(sorted answer letters, problem) for a gold answer; every item is kept.
+
+    Spaces (non-breaking, em), full-width letters, lowercase and separators (``A,B,C``) are
+    normalised and the change is listed in ``cleaned``. A gold with no usable letters keeps
+    letters "" and a problem (the strict convention skips it; the official evaluators score it);
+    a multi-letter gold in a single-choice file and a letter naming an empty option are kept and
+    flagged, because the official evaluators score those items too.
+    """
     if raw is None:
         raw = ""
     if not isinstance(raw, str):
         raise EvalDataError(label, where, "answer", f"expected text, found {type(raw).__name__}")
-    text = unicodedata.normalize("NFKC", raw).strip().upper()
+    text = _ANSWER_SEPARATORS.sub("", unicodedata.normalize("NFKC", raw)).upper()
     if not text:
-        excluded.append(Issue(label, where, "answer", "empty gold answer"))
-        return None
+        out.flagged.append(Issue(label, where, "answer", "empty gold answer (kept: the official evaluator scores it)"))
+        return "", "empty gold answer"
     if any(ch not in OPTION_LETTERS for ch in text):
-        excluded.append(Issue(label, where, "answer", f"{raw!r} is not made of option letters"))
-        return None
+        problem = f"{raw!r} is not made of option letters"
+        out.flagged.append(Issue(label, where, "answer", f"{problem} (kept: the official evaluator scores it)"))
+        return "", problem
     letters = "".join(sorted(set(text)))
     blank = [ch for ch in letters if not options.get(ch)]
     if blank:
-        excluded.append(Issue(label, where, "answer", f"{raw!r} names option(s) {''.join(blank)} that have no text"))
-        return None
+        out.flagged.append(Issue(label, where, "answer", f"{raw!r} names option(s) {''.join(blank)} that have no text"))
     if question_type == "single" and len(letters) != 1:
-        excluded.append(Issue(label, where, "answer", f"single-choice question with answer {raw!r}"))
-        return None
+        out.flagged.append(Issue(label, where, "answer", f"single-choice question with answer {raw!r} (kept and scored as released)"))
     if letters != raw:
-        cleaned.append(Issue(label, where, "answer", f"{raw!r} -> {letters!r}"))
-    return letters
+        out.cleaned.append(Issue(label, where, "answer", f"{raw!r} -> {letters!r}"))
+    return letters, ""
 
 
 # --------------------------------------------------------------------------- PCEB
@@ -207,14 +270,17 @@ def _pceb_root(root: str | Path) -> Path:
 
 
 def load_pceb(root: str | Path) -> BenchmarkSet[EvalItem]:
-    """Every scored PCEB question under ``root``: one item per choice question or essay question.
+    """Every PCEB question under ``root``: one item per choice question or essay question.
 
     Layout: ``{moral,theory}/{single,multiple}/<level>/*.json`` and ``cases/{mix,essay}/<level>/*.json``.
-    Case choice sub-questions are expanded and typed by their 单选/多选 prefix.
+    Case choice sub-questions are expanded and typed by their 单选/多选 prefix. Item ids carry the
+    file and the record number (``pceb:<file>#<record>``, ``#<case>.<sub>`` for cases), so they
+    are unique even where a release repeats a native id.
     """
     base = _pceb_root(root)
     result: BenchmarkSet[EvalItem] = BenchmarkSet("PCEB", str(base), [])
     files = sorted(base.rglob("*.json"), key=lambda p: p.relative_to(base).as_posix())
+    seen_folders = set()
     for path in files:
         rel = path.relative_to(base).as_posix()
         parts = rel.split("/")
@@ -226,25 +292,33 @@ def load_pceb(root: str | Path) -> BenchmarkSet[EvalItem]:
             _load_pceb_essays(path, rel, parts[2], result)
         else:
             result.ignored_files.append(rel)
+            continue
+        seen_folders.add("/".join(parts[:2]))
     if not result.items:
         raise EvalDataError(base, "-", "-", "no PCEB questions found (expected moral/, theory/ and cases/ folders)")
+    result.missing_parts = [folder for folder in PCEB_FOLDERS if folder not in seen_folders]
     return result
 
 
 def _load_pceb_plain(path: Path, rel: str, part: str, qtype: str, level: str, out: BenchmarkSet[EvalItem]) -> None:
-    for index, record in enumerate(_read_json_array(path, rel), start=1):
+    records = _read_json_array(path, rel)
+    _note_unknown_fields(records, PCEB_FIELDS, rel, out)
+    natives = []
+    for index, record in enumerate(records, start=1):
         where = f"#{index}"
         question = _require(record, "question", rel, where)
         options = _options(record, rel, where)
         native = str(record.get("id", index))
-        answer = _clean_answer(record.get("answer"), options, qtype, rel, f"{where} (id {native})", out.cleaned, out.excluded)
-        if answer is None:
-            continue
+        natives.append(native)
+        raw = record.get("answer")
+        answer, problem = _clean_answer(raw, options, qtype, rel, f"{where} (id {native})", out)
         out.items.append(EvalItem(
-            id=f"pceb:{rel}#{native}", benchmark="pceb", part=part, question_type=qtype, question=question.strip(),
+            id=f"pceb:{rel}#{index}", benchmark="pceb", part=part, question_type=qtype, question=question.strip(),
             options=options, answer=answer, source=rel, native_id=native, level=level,
-            explanation=str(record.get("analysis") or "").strip(),
+            explanation=str(record.get("analysis") or "").strip(), official_answer=str(raw or "").strip(),
+            gold_problem=problem, extra={k: record[k] for k in unknown_fields(record, PCEB_FIELDS)},
         ))
+    _note_duplicate_ids(natives, rel, out)
 
 
 def _case_context(record: dict[str, Any], rel: str, where: str) -> str:
@@ -253,44 +327,53 @@ def _case_context(record: dict[str, Any], rel: str, where: str) -> str:
     return f"{info}\n{intro}"
 
 
-def _case_subquestions(path: Path, rel: str) -> Iterator[tuple[str, str, int, dict[str, Any], str, str]]:
-    """Each sub-question of a case file, with its case context and a location for errors."""
-    for index, case in enumerate(_read_json_array(path, rel), start=1):
+def _case_subquestions(
+    records: Sequence[Any], rel: str
+) -> Iterator[tuple[str, int, int, dict[str, Any], str, str]]:
+    """Each sub-question of a case file, with its case context, case and sub-question numbers and a location."""
+    for index, case in enumerate(records, start=1):
         case_where = f"#{index}"
         context = _case_context(case, rel, case_where)
         case_id = str(case.get("id", index))
         for k, sub in enumerate(_require(case, "questions_and_answers", rel, case_where, list), start=1):
             where = f"#{index}.{k} (case {case_id})"
-            yield context, case_id, k, sub, where, _require(sub, "question", rel, where).strip()
+            yield context, index, k, sub, where, _require(sub, "question", rel, where).strip()
 
 
 def _load_pceb_cases(path: Path, rel: str, level: str, out: BenchmarkSet[EvalItem]) -> None:
-    for context, case_id, k, sub, where, question in _case_subquestions(path, rel):
+    records = _read_json_array(path, rel)
+    _note_unknown_fields(records, PCEB_CASE_FIELDS, rel, out)
+    _note_duplicate_ids([str(c.get("id", i)) for i, c in enumerate(records, start=1) if isinstance(c, dict)], rel, out)
+    for context, index, k, sub, where, question in _case_subquestions(records, rel):
         prefix = question[:2]
         if prefix not in _CASE_PREFIXES:
             out.excluded.append(Issue(rel, where, "question", "no 单选/多选 prefix, so the question type is unknown"))
             continue
         qtype = _CASE_PREFIXES[prefix]
         options = _options(sub, rel, where)
-        answer = _clean_answer(sub.get("answer"), options, qtype, rel, where, out.cleaned, out.excluded)
-        if answer is None:
-            continue
+        raw = sub.get("answer")
+        answer, problem = _clean_answer(raw, options, qtype, rel, where, out)
         out.items.append(EvalItem(
-            id=f"pceb:{rel}#{case_id}.{k}", benchmark="pceb", part="case", question_type=qtype, question=question,
-            options=options, answer=answer, source=rel, native_id=f"{case_id}.{k}", context=context, level=level,
-            explanation=str(sub.get("analysis") or "").strip(),
+            id=f"pceb:{rel}#{index}.{k}", benchmark="pceb", part="case", question_type=qtype, question=question,
+            options=options, answer=answer, source=rel, native_id=f"{records[index - 1].get('id', index)}.{k}",
+            context=context, level=level, explanation=str(sub.get("analysis") or "").strip(),
+            official_answer=str(raw or "").strip(), gold_problem=problem,
+            extra={key: sub[key] for key in unknown_fields(sub, PCEB_SUB_FIELDS)},
         ))
 
 
 def _load_pceb_essays(path: Path, rel: str, level: str, out: BenchmarkSet[EvalItem]) -> None:
-    for context, case_id, k, sub, where, question in _case_subquestions(path, rel):
+    records = _read_json_array(path, rel)
+    _note_unknown_fields(records, PCEB_CASE_FIELDS, rel, out)
+    for context, index, k, sub, where, question in _case_subquestions(records, rel):
         reference = str(sub.get("answer") or "").strip()
         if not reference:
             out.excluded.append(Issue(rel, where, "answer", "empty reference answer"))
             continue
         out.items.append(EvalItem(
-            id=f"pceb:{rel}#{case_id}.{k}", benchmark="pceb", part="essay", question_type="essay", question=question,
-            options={}, answer=reference, source=rel, native_id=f"{case_id}.{k}", context=context, level=level,
+            id=f"pceb:{rel}#{index}.{k}", benchmark="pceb", part="essay", question_type="essay", question=question,
+            options={}, answer=reference, source=rel, native_id=f"{records[index - 1].get('id', index)}.{k}",
+            context=context, level=level, official_answer=reference,
         ))
 
 
@@ -301,11 +384,18 @@ def cpsyexam_records(
     records: Sequence[Mapping[str, Any]], source: str, *, task: str = "", require_answers: bool = True,
     out: BenchmarkSet[EvalItem] | None = None,
 ) -> BenchmarkSet[EvalItem]:
-    """CPsyExam records (file rows or Hub rows) as items; answers optional for the test split."""
+    """CPsyExam records (file rows or Hub rows) as items; answers optional for the test split.
+
+    ``task`` is the task file's stem (``KG-GEE-普通心理学-单项选择题``), the unit the official
+    evaluator averages over; Hub rows without one get ``<subject>-<单项选择题|多项选择题>``.
+    """
     out = out if out is not None else BenchmarkSet("CPsyExam", source, [])
+    _note_unknown_fields(records, CPSYEXAM_FIELDS, source, out)
+    natives = []
     for index, record in enumerate(records, start=1):
         record = dict(record)
         native = str(record.get("id", index))
+        natives.append(native)
         where = f"#{index} (id {native})"
         question = _require(record, "question", source, where)
         subject = _require(record, "subject_name", source, where).strip()
@@ -316,33 +406,37 @@ def cpsyexam_records(
         options = _options(record, source, where)
         raw_answer = record.get("answer")
         if not require_answers and not (raw_answer or "").strip():
-            answer = ""
+            answer, problem = "", ""
         else:
-            answer = _clean_answer(raw_answer, options, qtype, source, where, out.cleaned, out.excluded)
-            if answer is None:
-                continue
+            answer, problem = _clean_answer(raw_answer, options, qtype, source, where, out)
         item_task = task or f"{subject}-{'单项选择题' if qtype == 'single' else '多项选择题'}"
         out.items.append(EvalItem(
-            id=f"cpsyexam:{item_task}#{native}", benchmark="cpsyexam", part=subject, question_type=qtype,
+            id=f"cpsyexam:{item_task}#{index}", benchmark="cpsyexam", part=subject, question_type=qtype,
             question=question.strip(), options=options, answer=answer, source=source, native_id=native,
             subject=subject, task=item_task, kind=str(record.get("kind") or ""),
-            explanation=str(record.get("explanation") or "").strip(),
+            explanation=str(record.get("explanation") or "").strip(), official_answer=str(raw_answer or ""),
+            gold_problem=problem, extra={k: record[k] for k in unknown_fields(record, CPSYEXAM_FIELDS)},
         ))
+    _note_duplicate_ids(natives, source, out)
     return out
 
 
 def load_cpsyexam(root: str | Path, split: str = "dev", *, require_answers: bool | None = None) -> BenchmarkSet[EvalItem]:
     """CPsyExam from a local copy: ``<root>/<split>/<task>.json`` (task = file stem, e.g.
     ``KG-PCE-心理咨询师三级-单项选择题``). The test split withholds answers, so by default only
-    train and dev must have them; score dev, write a submission for test.
+    train and dev must have them; score dev, write a submission for test. Every record is kept
+    (the release's train/dev/test hold 9,855 / 1,097 / 3,902); the other splits that are absent
+    from ``root`` are listed in ``missing_parts``.
     """
     if split not in CPSYEXAM_SPLITS:
         raise ValueError(f"split must be one of {CPSYEXAM_SPLITS}, got {split!r}")
     folder = Path(root) / split
     if not folder.is_dir():
+        present = [name for name in CPSYEXAM_SPLITS if (Path(root) / name).is_dir()]
         raise FileNotFoundError(
-            f"CPsyExam split folder not found: {folder}. Unpack the CPsyExam release (train/dev/test folders "
-            "of per-task JSON files) there, load it with load_cpsyexam_hub, or use data/eval/cpsyexam."
+            f"CPsyExam split folder not found: {folder} (splits present: {', '.join(present) or 'none'}). Unpack the "
+            "CPsyExam release (train/dev/test folders of per-task JSON files) there, load it with load_cpsyexam_hub, "
+            "or use data/eval/cpsyexam."
         )
     needs_answers = split != "test" if require_answers is None else require_answers
     out: BenchmarkSet[EvalItem] = BenchmarkSet(f"CPsyExam ({split})", str(folder), [])
@@ -351,6 +445,7 @@ def load_cpsyexam(root: str | Path, split: str = "dev", *, require_answers: bool
         cpsyexam_records(_read_json_array(path, label), label, task=path.stem, require_answers=needs_answers, out=out)
     if not out.items:
         raise EvalDataError(folder, "-", "-", "no CPsyExam records found")
+    out.missing_parts = [f"{name}/" for name in CPSYEXAM_SPLITS if not (Path(root) / name).is_dir()]
     return out
 
 

@@ -2,8 +2,17 @@
 
 PCEB reports *strict* accuracy (the chosen option set equals the gold set) and, for multiple
 choice, *elastic* accuracy (partial credit for a correct but incomplete pick, nothing for any
-wrong pick). CPsyExam macro-averages accuracy over subjects. Case essays are compared with the
-reference after jieba word segmentation, using ``rouge-score`` and NLTK's BLEU for the maths.
+wrong pick). The named scoring conventions (``official``, ``strict``) and the per-task CPsyExam
+averages live in ``conventions``; this module holds the set-based credit used by the strict
+convention and the chance levels.
+
+Case essays: ``official_essay_scores`` reproduces the PCEB evaluator (``SimilarMetric.py``):
+spaces removed, ``jieba.cut``, tokens joined by spaces, the ``rouge`` package (1.0.1) and NLTK's
+``sentence_bleu`` with smoothing method 1. The ``rouge`` package counts each distinct n-gram once
+and computes ROUGE-L as a union LCS over sentences split at "."; ``rouge-score`` counts repeated
+n-grams and takes one plain LCS, so on the same tokens its R-1 and R-L differ (R-2 agrees when no
+bigram repeats). ``essay_item_scores`` keeps the ``rouge-score`` variant, with punctuation tokens
+dropped, to show the gap; published columns come from the official one.
 """
 
 from __future__ import annotations
@@ -45,10 +54,14 @@ def score_choice(pred: str, gold: str) -> tuple[float, float]:
 
 
 def score_predictions(items: Iterable[EvalItem], predictions: Mapping[str, str]) -> pd.DataFrame:
-    """One row per choice item: its labels, gold, prediction, strict and elastic credit."""
+    """One row per choice item: its labels, gold, prediction, strict and elastic credit.
+
+    Predictions are option letters (already extracted). Items whose gold has no usable letters
+    (``gold_problem``) are left out here, as under the strict convention.
+    """
     rows = []
     for item in items:
-        if item.question_type == "essay":
+        if item.question_type == "essay" or item.gold_problem:
             continue
         if item.id not in predictions:
             raise KeyError(f"no prediction for item {item.id}")
@@ -56,9 +69,12 @@ def score_predictions(items: Iterable[EvalItem], predictions: Mapping[str, str])
         strict, elastic = score_choice(pred, item.answer)
         rows.append({
             "id": item.id, "part": item.part, "question_type": item.question_type, "subject": item.subject,
-            "gold": item.answer, "pred": normalize_letters(pred), "strict": strict, "elastic": elastic,
+            "task": item.task, "gold": item.answer, "pred": normalize_letters(pred), "strict": strict, "elastic": elastic,
         })
-    return pd.DataFrame(rows, columns=["id", "part", "question_type", "subject", "gold", "pred", "strict", "elastic"])
+    return pd.DataFrame(rows, columns=_ROW_COLUMNS)
+
+
+_ROW_COLUMNS = ["id", "part", "question_type", "subject", "task", "gold", "pred", "strict", "elastic"]
 
 
 def pceb_accuracies(scored: pd.DataFrame) -> dict[str, float]:
@@ -95,23 +111,28 @@ def pceb_row(scored: pd.DataFrame, essay: Mapping[str, float] | None = None) -> 
     return {column: row[column] for column in PCEB_COLUMNS}
 
 
-def cpsyexam_scores(scored: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
-    """MCQA, MRQA and Avg (percent) plus the per-subject table they are macro-averaged from.
+def cpsyexam_scores(scored: pd.DataFrame, by: str = "task") -> tuple[dict[str, float], pd.DataFrame]:
+    """MCQA, MRQA and Avg (percent) plus the per-group table they are macro-averaged from.
 
-    Accuracy is computed per subject and question type, then averaged over subjects with equal
-    weight, so a small subject counts as much as a big one. MRQA is exact match (no partial credit).
+    Accuracy is computed per task file (``by="task"``, as CPsyExam's own scorer does), then
+    averaged with equal weight, so a small task counts as much as a big one. ``by="subject"``
+    merges task files that share a ``subject_name`` (an earlier reading, kept to show the gap).
+    MRQA is exact match (no partial credit). Rows with NaN credit (no usable gold) are left out.
     """
-    per_subject = (
-        scored.groupby(["subject", "question_type"], sort=True)
+    if by not in {"task", "subject"}:
+        raise ValueError(f"by must be 'task' or 'subject', got {by!r}")
+    usable = scored[scored.strict.notna()]
+    per_group = (
+        usable.groupby([by, "question_type"], sort=True)
         .agg(items=("strict", "size"), accuracy=("strict", "mean"))
         .reset_index()
     )
-    per_subject["accuracy"] *= 100
-    mcqa_rows = per_subject[per_subject.question_type == "single"]
-    mrqa_rows = per_subject[per_subject.question_type == "multi"]
+    per_group["accuracy"] *= 100
+    mcqa_rows = per_group[per_group.question_type == "single"]
+    mrqa_rows = per_group[per_group.question_type == "multi"]
     mcqa = float(mcqa_rows.accuracy.mean()) if len(mcqa_rows) else math.nan
     mrqa = float(mrqa_rows.accuracy.mean()) if len(mrqa_rows) else math.nan
-    return {"MCQA": mcqa, "MRQA": mrqa, "Avg": (mcqa + mrqa) / 2}, per_subject
+    return {"MCQA": mcqa, "MRQA": mrqa, "Avg": (mcqa + mrqa) / 2}, per_group
 
 
 # --------------------------------------------------------------------------- chance levels
@@ -136,12 +157,12 @@ def chance_scores(items: Iterable[EvalItem]) -> pd.DataFrame:
     """Per-item chance credit, in the same shape as ``score_predictions`` (strict, elastic)."""
     rows = []
     for item in items:
-        if item.question_type == "essay":
+        if item.question_type == "essay" or item.gold_problem:
             continue
         strict, elastic = chance_credit(item)
-        rows.append({"id": item.id, "part": item.part, "question_type": item.question_type,
-                     "subject": item.subject, "gold": item.answer, "pred": "", "strict": strict, "elastic": elastic})
-    return pd.DataFrame(rows, columns=["id", "part", "question_type", "subject", "gold", "pred", "strict", "elastic"])
+        rows.append({"id": item.id, "part": item.part, "question_type": item.question_type, "subject": item.subject,
+                     "task": item.task, "gold": item.answer, "pred": "", "strict": strict, "elastic": elastic})
+    return pd.DataFrame(rows, columns=_ROW_COLUMNS)
 
 
 # --------------------------------------------------------------------------- case essays
@@ -200,8 +221,55 @@ def essay_item_scores(prediction: str, reference: str) -> dict[str, float]:
     return scores
 
 
+def official_segment(text: str) -> str:
+    """Text as the PCEB evaluator feeds it to ROUGE/BLEU: spaces removed, jieba words joined by spaces."""
+    jieba_tokenizer()
+    import jieba
+
+    return " ".join(jieba.cut(text.replace(" ", "")))
+
+
+_BLEU_WEIGHTS = [(1.0, 0.0, 0.0, 0.0), (1 / 2, 1 / 2), (1 / 3, 1 / 3, 1 / 3), (1 / 4, 1 / 4, 1 / 4, 1 / 4)]
+
+
+def official_essay_item_scores(prediction: str, reference: str) -> dict[str, float]:
+    """R-1, R-2, R-L (``rouge`` package F) and B-1..B-4 of one pair, in percent, as the evaluator computes them.
+
+    The released script stops with an error on an empty prediction (the ``rouge`` package
+    refuses empty hypotheses); here such a pair scores 0 everywhere and ``official_essay_scores``
+    counts it.
+    """
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    from rouge import Rouge
+
+    hyp, ref = official_segment(prediction), official_segment(reference)
+    if not ref.strip():
+        raise ValueError("empty reference answer: essays with no reference must be excluded when loading")
+    if not hyp.strip():
+        return {key: 0.0 for key in ("R-1", "R-2", "R-L", "B-1", "B-2", "B-3", "B-4")}
+    rouge = Rouge().get_scores([hyp], [ref], avg=True)
+    scores = {"R-1": 100 * rouge["rouge-1"]["f"], "R-2": 100 * rouge["rouge-2"]["f"], "R-L": 100 * rouge["rouge-l"]["f"]}
+    bleu = sentence_bleu(references=[ref.split(" ")], hypothesis=hyp.split(" "),
+                         smoothing_function=SmoothingFunction().method1, weights=_BLEU_WEIGHTS)
+    scores.update({f"B-{n}": 100 * value for n, value in enumerate(bleu, start=1)})
+    return scores
+
+
+def official_essay_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
+    """Item-averaged official ROUGE/BLEU (percent), plus ``n`` and ``empty`` (pairs with an empty prediction)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not predictions:
+        raise ValueError("no essay answers to score")
+    per_item = [official_essay_item_scores(p, r) for p, r in zip(predictions, references)]
+    result: dict[str, Any] = {key: sum(s[key] for s in per_item) / len(per_item) for key in per_item[0]}
+    result["n"] = len(per_item)
+    result["empty"] = sum(not official_segment(p).strip() for p in predictions)
+    return result
+
+
 def essay_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-    """Item-averaged ROUGE/BLEU over paired predictions and references (percent)."""
+    """Item-averaged ``rouge-score`` ROUGE and NLTK BLEU (percent): the non-official variant."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not predictions:

@@ -7,7 +7,10 @@ if its prompt is byte-identical, so editing a prompt never mixes old and new ans
 
 Chunks are fixed in advance (items sorted by prompt length, then cut), and a chunk is always
 generated whole: the same chunk sees the same inputs whether a run is fresh or resumed, which
-keeps even sampled decoding repeatable.
+keeps even sampled decoding repeatable. Cache names carry the decoding preset's label
+(``pceb-0shot-greedy-256-<hash>.jsonl``) so a table can say which settings produced it. A crash
+in the middle of a write leaves a torn last line: it is reported, cut off and regenerated, not
+fatal.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from psyche_utils.datafiles import DataError, read_records
+
 import pandas as pd
 from tqdm.auto import tqdm
 
-from psyche_utils.answers import extract_answer, split_reasoning
+from psyche_utils.answers import split_reasoning
+from psyche_utils.evaluation.conventions import Convention, get_convention, score_replies
 from psyche_utils.evaluation.loaders import DialogueSample, EvalItem
-from psyche_utils.evaluation.metrics import essay_item_scores, score_choice
+from psyche_utils.evaluation.metrics import official_essay_item_scores
 from psyche_utils.evaluation.prompts import choice_prompt, dialogue_prompt, essay_prompt, few_shot_examples
 from psyche_utils.llm import ChatBackend, GenerationSettings, Messages
 from psyche_utils.paths import outputs_path
@@ -35,8 +41,14 @@ class GenerationLog:
     """What a cached run did: how many replies came from disk and how many were generated."""
 
     path: Path
+    settings_label: str = ""
     reused: int = 0
     generated: int = 0
+    torn_line: int | None = None
+
+    def report(self) -> str:
+        note = f"; torn last line {self.torn_line} (a crash mid-write) was cut off and regenerated" if self.torn_line else ""
+        return f"{self.path.name} [{self.settings_label}]: {self.reused} reused, {self.generated} generated{note}"
 
 
 def _prompt_hash(messages: Messages) -> str:
@@ -50,9 +62,12 @@ def settings_tag(settings: GenerationSettings) -> str:
 
 
 def cache_file(backend_name: str, benchmark: str, settings: GenerationSettings, cache_dir: Path | None = None) -> Path:
-    """outputs/eval/generations/<model>/<benchmark>-<settings>.jsonl (or under ``cache_dir``)."""
+    """outputs/eval/generations/<model>/<benchmark>-<preset label>-<settings hash>.jsonl (or under ``cache_dir``).
+
+    The label (``greedy-256``, ``t0.7-p0.9-2048``) is for people; the hash covers every field.
+    """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backend_name).strip("_") or "model"
-    name = f"{benchmark}-{settings_tag(settings)}.jsonl"
+    name = f"{benchmark}-{settings.label}-{settings_tag(settings)}.jsonl"
     if cache_dir is not None:
         path = Path(cache_dir) / safe / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,19 +75,30 @@ def cache_file(backend_name: str, benchmark: str, settings: GenerationSettings, 
     return outputs_path("eval", "generations", safe, name)
 
 
-def _read_cache(path: Path) -> dict[str, tuple[str, str]]:
+def _read_cache(path: Path) -> tuple[dict[str, tuple[str, str]], int | None]:
+    """Stored (prompt hash, reply) per id, and the number of a torn last line (then cut off the file).
+
+    A later record for the same id wins (an edited prompt appends a new reply). Any other bad
+    line is an error naming it: the file is not a cache of this runner.
+    """
     stored: dict[str, tuple[str, str]] = {}
     if not path.exists():
-        return stored
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            stored[record["id"]] = (record["prompt_hash"], record["reply"])
-        except (json.JSONDecodeError, KeyError) as error:
-            raise ValueError(f"{path}: line {line_number}: not a cached reply ({error}); delete the file to regenerate") from error
-    return stored
+        return stored, None
+    try:
+        read = read_records(path, id_field=None, allow_torn_last_line=True)
+    except DataError as error:
+        raise ValueError(f"{error}\ndelete {path} to regenerate") from error
+    if read.rejections:
+        raise ValueError(f"{read.rejections[0]}; not a cached reply, delete {path} to regenerate")
+    for line_number, record in read.records:
+        if not isinstance(record.get("id"), str) or not isinstance(record.get("prompt_hash"), str) or not isinstance(record.get("reply"), str):
+            raise ValueError(f"{path}: line {line_number}: not a cached reply (needs string id, prompt_hash and reply); "
+                             "delete the file to regenerate")
+        stored[record["id"]] = (record["prompt_hash"], record["reply"])
+    if read.torn_last_line is not None:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        path.write_text("".join(lines[: read.torn_last_line - 1]), encoding="utf-8")
+    return stored, read.torn_last_line
 
 
 def generate_cached(
@@ -88,13 +114,13 @@ def generate_cached(
     ids = [item_id for item_id, _ in prompts]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{benchmark}: item ids must be unique")
-    log = GenerationLog(cache_file(backend.name, benchmark, settings, cache_dir))
-    stored = _read_cache(log.path)
+    log = GenerationLog(cache_file(backend.name, benchmark, settings, cache_dir), settings.label)
+    stored, log.torn_line = _read_cache(log.path)
     hashes = {item_id: _prompt_hash(messages) for item_id, messages in prompts}
     ordered = sorted(prompts, key=lambda pair: (len(json.dumps(pair[1], ensure_ascii=False)), pair[0]))
     chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), chunk_size)]
     replies: dict[str, str] = {}
-    for chunk in tqdm(chunks, desc=f"{benchmark} ({backend.name})", unit="chunk"):
+    for chunk in tqdm(chunks, desc=f"{benchmark} ({backend.name})", unit="chunk", disable=len(chunks) <= 1):
         if all(stored.get(item_id, ("", ""))[0] == hashes[item_id] for item_id, _ in chunk):
             replies.update({item_id: stored[item_id][1] for item_id, _ in chunk})
             log.reused += len(chunk)
@@ -118,12 +144,16 @@ def run_choice(
     k_shot: int = 0,
     chunk_size: int = 32,
     cache_dir: Path | None = None,
+    convention: str | Convention = "strict",
 ) -> tuple[pd.DataFrame, GenerationLog]:
-    """Ask every choice item, extract the letters after ``</think>`` and score them.
+    """Ask every choice item and score the replies under ``convention`` (default ``strict``).
 
-    Returns one row per item with the raw reply, the prediction, and strict/elastic credit
-    (both NaN when the split withholds answers).
+    Returns one row per item with the raw reply, the prediction, whether it was answered, the
+    outcome and strict/elastic credit (NaN when the split withholds answers, or when the
+    convention cannot score the item's gold). Score the same replies under another convention
+    with ``conventions.score_replies(items, dict(zip(frame.id, frame.reply)), name)``.
     """
+    conv = get_convention(convention)
     choice_items = [item for item in items if item.question_type in {"single", "multi"}]
     build: Callable[[EvalItem], Messages] = (
         (lambda item: choice_prompt(item, few_shot_examples(shot_pool, item, k_shot))) if k_shot else choice_prompt
@@ -131,15 +161,20 @@ def run_choice(
     prompts = [(item.id, build(item)) for item in choice_items]
     replies, log = generate_cached(backend, f"{benchmark}-{k_shot}shot", prompts, settings,
                                    chunk_size=chunk_size, cache_dir=cache_dir)
+    gradable = [item for item in choice_items if item.answer or item.official_answer or item.gold_problem]
+    scored = score_replies(gradable, replies, conv).rows.set_index("id")
     rows = []
     for item in choice_items:
         reply = replies[item.id]
-        pred = extract_answer(reply)
-        strict, elastic = score_choice(pred, item.answer) if item.answer else (float("nan"), float("nan"))
+        pred = conv.prediction(reply, item)
+        found = item.id in scored.index
         rows.append({
             "id": item.id, "part": item.part, "level": item.level, "subject": item.subject, "task": item.task,
             "native_id": item.native_id, "question_type": item.question_type, "gold": item.answer, "pred": pred,
-            "answered": bool(pred), "strict": strict, "elastic": elastic, "reply": reply,
+            "answered": bool(pred), "outcome": scored.at[item.id, "outcome"] if found else "",
+            "strict": scored.at[item.id, "strict"] if found else float("nan"),
+            "elastic": scored.at[item.id, "elastic"] if found else float("nan"),
+            "reply": reply, "convention": conv.name, "settings": settings.label,
         })
     return pd.DataFrame(rows), log
 
@@ -153,7 +188,7 @@ def run_essays(
     chunk_size: int = 32,
     cache_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, GenerationLog]:
-    """Answer the case essay questions; score the text after ``</think>`` against the reference."""
+    """Answer the case essay questions; score the text after ``</think>`` with the official ROUGE/BLEU."""
     essays = [item for item in items if item.question_type == "essay"]
     replies, log = generate_cached(backend, benchmark, [(item.id, essay_prompt(item)) for item in essays], settings,
                                    chunk_size=chunk_size, cache_dir=cache_dir)
@@ -161,7 +196,7 @@ def run_essays(
     for item in essays:
         _, answer = split_reasoning(replies[item.id])
         rows.append({"id": item.id, "answer": answer, "reference": item.answer, "reply": replies[item.id],
-                     **essay_item_scores(answer, item.answer)})
+                     **official_essay_item_scores(answer, item.answer)})
     return pd.DataFrame(rows), log
 
 
