@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,125 @@ def show(frame: Any) -> None:
         print(frame)
         return
     display(frame)
+
+
+def say(markdown: str) -> None:
+    """Show a sentence built from computed values as Markdown, so prose about a result cannot drift from it."""
+    try:
+        from IPython.display import Markdown, display
+    except ImportError:
+        print(markdown)
+        return
+    display(Markdown(markdown))
+
+
+def check(name: str, condition: bool, detail: str = "") -> None:
+    """Guard a markdown claim: raise, naming the claim, when the run no longer makes it true.
+
+    A markdown cell that states a result carries ``<!-- check: name -->`` and the next code cell
+    calls ``check("name", ...)``; a re-run whose numbers move then fails loudly instead of
+    leaving a sentence that the output beneath it contradicts.
+    """
+    if not condition:
+        raise AssertionError(f"claim '{name}' does not hold" + (f": {detail}" if detail else ""))
+
+
+CHECK_MARKER = re.compile(r"<!--\s*check:\s*([\w.-]+)\s*-->")
+# What a sentence stating a run's result looks like: a percentage, a count out of a total, a direction.
+RESULT_PATTERNS = [
+    re.compile(r"\d+(?:\.\d+)?\s*%"),
+    re.compile(r"\b\d+\s+(?:out\s+)?of\s+(?:the\s+|all\s+)?\d+\b", re.I),
+    re.compile(r"(?<![\w/.-])\d+\s*/\s*\d+(?![\w/.-])"),
+    re.compile(r"\b(?:majority|minority|rises|rose|risen|grows|grew|climbs|climbed|improves|improved|"
+               r"worsens|worsened|increases|increased|decreases|decreased|higher|lower|better|worse|"
+               r"near chance|at chance|beats|outperforms|none of)\b", re.I),
+    # "falls", "drops": not the phrasal "falls back" nor a rule's passive "are dropped".
+    re.compile(r"\b(?:falls|fell|fallen)\b(?!\s+back)|(?<!is )(?<!are )(?<!be )\b(?:drops|dropped)\b", re.I),
+    # "most" as a quantity ("most replies", "most of them"), not a superlative ("the most trusted").
+    re.compile(r"(?<!the )\bmost\s+(?:of\b|(?:\w+\s+){0,2}?\w+s\b)", re.I),
+    # "below"/"above" as a comparison ("below chance", "above 0.5"), not a place ("the table below").
+    re.compile(r"(?<!table )(?<!plot )(?<!figure )(?<!cell )(?<!check )(?<!code )(?<!output )(?<!shown )"
+               r"(?<!printed )(?<!listed )(?<!everything )(?<!rate )(?<!as )(?<!commands )"
+               r"\b(?:below|above)\b(?!\s*[,.;:)]|\s*$|\s+(?:is|are|was|were|shows?|compares?|runs?|"
+               r"the\s+(?:cell|table|plot|figure|output|code)))",
+               re.I),
+]
+# Sentences that say what to look for before a run, or state a rule rather than a measured result.
+EXPECTATION = re.compile(
+    r"\b(?:expect|expected|expects|watch whether|watch how|look for|see whether|check whether|predict|"
+    r"guess|should|would|could|might|may|can|cannot|must|if|whether|when|unless)\b",
+    re.I,
+)
+# Sentences about other runs (the paper's, a real teacher's): references, not this run's result.
+REFERENCE = re.compile(r"^\W*(?:with a real|on a real|on the real|in the paper|the paper|the published|"
+                       r"published)\b", re.I)
+_BLOCK_START = re.compile(r"^(?:[-*>+]\s|\d+\.\s|#|\|)")
+
+
+def _prose_sentences(markdown: str) -> list[str]:
+    """Split markdown into sentences, dropping code, links' targets, HTML comments, headings and tables."""
+    text = re.sub(r"```.*?```", "\n\n", markdown, flags=re.S)
+    text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
+    text = re.sub(r"`[^`]*`", "CODE", text)
+    text = re.sub(r"\$[^$]+\$", "MATH", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    blocks: list[list[str]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or _BLOCK_START.match(line):
+            blocks.append([])
+        if line and not line.startswith(("#", "|")):
+            if not blocks:
+                blocks.append([])
+            blocks[-1].append(re.sub(r"^(?:[-*>+]|\d+\.)\s+", "", line))
+        elif line:
+            blocks.append([])
+    sentences = []
+    for block in blocks:
+        joined = " ".join(block)
+        sentences.extend(part.strip() for part in re.split(r"(?<=[.!?。！？])\s+", joined) if part.strip())
+    return sentences
+
+
+def states_result(sentence: str) -> bool:
+    """Does a sentence state a run's result (and not ask a question or say what to expect)?"""
+    if sentence.rstrip("*_ )\"'").endswith(("?", "？")):
+        return False
+    if EXPECTATION.search(sentence) or REFERENCE.search(sentence):
+        return False
+    return any(pattern.search(sentence) for pattern in RESULT_PATTERNS)
+
+
+def unguarded_claims(path: Path) -> list[tuple[int, str]]:
+    """(cell index, sentence) for each result stated in free markdown after the first code cell.
+
+    A markdown cell is guarded when it carries ``<!-- check: name -->`` and the next code cell
+    calls ``check("name", ...)`` (one marker per claim; the cell's other sentences are then the
+    check's to cover); a marker whose check is missing is reported as such.
+    """
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code_indices = [i for i, c in enumerate(cells) if c["cell_type"] == "code"]
+    if not code_indices:
+        return []
+    problems: list[tuple[int, str]] = []
+    for index in range(code_indices[0] + 1, len(cells)):
+        cell = cells[index]
+        if cell["cell_type"] != "markdown":
+            continue
+        source = "".join(cell["source"])
+        markers = CHECK_MARKER.findall(source)
+        if markers:
+            following = next((i for i in code_indices if i > index), None)
+            code = "".join(cells[following]["source"]) if following is not None else ""
+            for name in markers:
+                if not re.search(rf"""\bcheck\(\s*f?["']{re.escape(name)}["']""", code):
+                    problems.append((index, f"<!-- check: {name} --> but the next code cell does not call "
+                                            f"check({name!r}, ...)"))
+            continue
+        # Exercises ask the learner to try something; their wording is a task, not a result.
+        prose = re.split(r"^##\s+Exercises\b.*$", source, maxsplit=1, flags=re.M)[0]
+        problems.extend((index, s) for s in _prose_sentences(prose) if states_result(s))
+    return problems
 
 
 def check_sentinels(notebooks: list[Path], profile: str, since: float) -> list[str]:

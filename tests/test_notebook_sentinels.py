@@ -32,3 +32,25 @@ def test_cli_fails_on_stale_sentinels(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PSYCHE_OUTPUTS", str(tmp_path))
     assert main(["check-sentinels", "--profile", "tiny", "--since", str(time.time() + 60)]) == 1
     assert "[FAIL]" in capsys.readouterr().out
+
+
+def test_check_passes_silently_and_names_a_failed_claim():
+    from psyche_utils.notebook import check
+
+    check("loss-falls", 0.5 < 2.0, "final loss below the first")
+    with pytest.raises(AssertionError, match=r"^claim 'loss-falls' does not hold: final loss 2.1 >= first 2.0$"):
+        check("loss-falls", 2.1 < 2.0, "final loss 2.1 >= first 2.0")
+    with pytest.raises(AssertionError, match=r"^claim 'bare' does not hold$"):
+        check("bare", False)
+
+
+def test_say_displays_markdown(monkeypatch):
+    import IPython.display
+
+    from psyche_utils.notebook import say
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    say("The reward rose from **0.10** to **0.40** (n=16).")
+    assert len(shown) == 1 and isinstance(shown[0], IPython.display.Markdown)
+    assert shown[0].data == "The reward rose from **0.10** to **0.40** (n=16)."
