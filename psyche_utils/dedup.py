@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from datasketch import MinHash, MinHashLSH
-from tqdm.auto import tqdm
+from psyche_utils.progress import progress as progress_bar
 
 from psyche_utils import datafiles
 from psyche_utils.paths import EVAL_DATA_DIR
@@ -174,7 +174,7 @@ def deduplicate(
     lsh = MinHashLSH(threshold=_candidate_threshold(threshold), num_perm=num_perm)
     kept_indices: list[int] = []
     candidates = verified = 0
-    for index in tqdm(unique, desc="near-duplicates", disable=not progress):
+    for index in progress_bar(unique, desc="near-duplicates", show=progress):
         best: tuple[float, int] | None = None
         for other in lsh.query(signatures[index]):
             candidates += 1

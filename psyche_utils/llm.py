@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from tqdm.auto import tqdm
+from psyche_utils.progress import progress
 
 Messages = list[dict[str, str]]
 _SQL_CHUNK = 500
@@ -175,8 +175,7 @@ class TransformersBackend:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         replies: list[str] = [""] * len(encoded)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        show = self.progress and len(batches) > 1
-        for batch_index, batch in enumerate(tqdm(batches, desc=f"generate ({self.name})", disable=not show)):
+        for batch_index, batch in enumerate(progress(batches, desc=f"generate ({self.name})", show=self.progress)):
             texts = self._generate_batch([encoded[i] for i in batch], settings, batch_index)
             for i, text in zip(batch, texts):
                 replies[i] = text
@@ -361,7 +360,6 @@ class OpenAICompatibleBackend:
         self.last_report = report
         replies: list[str] = [""] * len(prompts)
         failure: BaseException | None = None
-        show = self.progress and len(prompts) > 1
         stop = threading.Event()
 
         def attempt(messages: Messages) -> tuple[str, str] | None:
@@ -375,7 +373,7 @@ class OpenAICompatibleBackend:
 
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             futures = {pool.submit(attempt, messages): i for i, messages in enumerate(prompts)}
-            bar = tqdm(total=len(futures), desc=f"generate ({self.model})", disable=not show)
+            bar = progress(total=len(futures), desc=f"generate ({self.model})", show=self.progress)
             for future in as_completed(futures):
                 if future.cancelled():
                     continue

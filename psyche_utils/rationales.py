@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-from tqdm.auto import tqdm
+from psyche_utils.progress import progress
 
 from psyche_utils.answers import extract_answer, split_reasoning
 from psyche_utils.formatting import Exclusion, question_user_text
@@ -304,7 +304,7 @@ def optimize_rationales(
     if not questions:
         return results
 
-    bar = tqdm(total=rounds + 1, desc="rationale rounds", disable=not show_progress)
+    bar = progress(total=rounds + 1, desc="rationale rounds", show=show_progress)
     replies = teacher.generate([teacher_messages(q, initial_prompt) for q in questions], settings)
     for question, result, reply in zip(questions, results, replies):
         verdict = judge_reply(question, reply)

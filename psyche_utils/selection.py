@@ -26,7 +26,7 @@ from itertools import combinations
 from typing import Any, Protocol
 
 import torch
-from tqdm.auto import tqdm
+from psyche_utils.progress import progress
 
 from psyche_utils.answers import extract_answer
 from psyche_utils.formatting import final_answer_text, question_messages
@@ -116,7 +116,7 @@ class LikelihoodSolver:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
         scores: list[list[float]] = [[] for _ in encoded]
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch in tqdm(batches, desc=f"score ({self.name})", disable=not self.progress or len(batches) < 2):
+        for batch in progress(batches, desc=f"score ({self.name})", show=self.progress):
             for i, values in zip(batch, self._score_batch([encoded[i] for i in batch])):
                 scores[i] = values
         return scores

@@ -25,7 +25,7 @@ from pathlib import Path
 from psyche_utils.datafiles import DataError, read_records
 
 import pandas as pd
-from tqdm.auto import tqdm
+from psyche_utils.progress import progress
 
 from psyche_utils.answers import split_reasoning
 from psyche_utils.evaluation.conventions import Convention, get_convention, score_replies
@@ -120,7 +120,7 @@ def generate_cached(
     ordered = sorted(prompts, key=lambda pair: (len(json.dumps(pair[1], ensure_ascii=False)), pair[0]))
     chunks = [ordered[i : i + chunk_size] for i in range(0, len(ordered), chunk_size)]
     replies: dict[str, str] = {}
-    for chunk in tqdm(chunks, desc=f"{benchmark} ({backend.name})", unit="chunk", disable=len(chunks) <= 1):
+    for chunk in progress(chunks, desc=f"{benchmark} ({backend.name})", unit="chunk"):
         if all(stored.get(item_id, ("", ""))[0] == hashes[item_id] for item_id, _ in chunk):
             replies.update({item_id: stored[item_id][1] for item_id, _ in chunk})
             log.reused += len(chunk)

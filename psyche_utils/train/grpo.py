@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -514,7 +515,11 @@ def _train(recipe: Recipe, callbacks: Sequence[Any] | None) -> GrpoResult:
         recorder=recorder,
     )
     before_train = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with warnings.catch_warnings():
+        # TRL 1.16 reads transformers 5's deprecated alias `is_gradient_checkpointing` on every
+        # rollout; the value is right, and the warning would repeat in every notebook run.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_time = time.perf_counter() - before_train
     recorder.flush()
 
