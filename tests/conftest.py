@@ -59,3 +59,31 @@ def tiny_model_and_tokenizer(tiny_model_path: Path):
     from psyche_utils.tiny import load_tiny
 
     return load_tiny()
+
+
+@pytest.fixture
+def qwen_style_model(tiny_model_path: Path):
+    """The tiny model carrying Qwen2.5-7B-Instruct's sampling defaults, the ones that must never leak.
+
+    Returns the model, its tokenizer, and a function that decodes one prompt by hand, either with
+    every field explicit (``clean=True``) or leaving the checkpoint's config to fill the gaps.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    shipped = model.generation_config
+    model.generation_config = GenerationConfig(
+        bos_token_id=shipped.bos_token_id, eos_token_id=shipped.eos_token_id, pad_token_id=shipped.pad_token_id,
+        do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05,
+    )
+
+    def decode_by_hand(messages, max_new_tokens: int, clean: bool) -> str:
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        explicit = {"repetition_penalty": 1.0} if clean else {}
+        with torch.inference_mode():
+            output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0, **explicit)
+        return tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    return model, tokenizer, decode_by_hand

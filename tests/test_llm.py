@@ -1,8 +1,6 @@
 from dataclasses import asdict, replace
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from psyche_utils.llm import (
     PRESETS,
@@ -151,28 +149,15 @@ def test_unclean_replies_are_returned_but_not_cached(tmp_path):
     assert inner.asked == ["long"]
 
 
-def test_greedy_ignores_the_checkpoint_generation_config(tiny_model_path):
+def test_greedy_ignores_the_checkpoint_generation_config(qwen_style_model):
     """A Qwen2.5-style generation_config must not turn a greedy run into a penalised or sampled one."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
-    shipped = model.generation_config
-    model.generation_config = GenerationConfig(
-        bos_token_id=shipped.bos_token_id, eos_token_id=shipped.eos_token_id, pad_token_id=shipped.pad_token_id,
-        do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05,
-    )
+    model, tokenizer, decode_by_hand = qwen_style_model
     tokenizer.padding_side = "left"
     prompts = [_prompt("你好"), _prompt("我最近睡不好，总是很早醒来，怎么办")]
     ours = TransformersBackend(model, tokenizer, "tiny", batch_size=1, progress=False).generate(
         prompts, GenerationSettings(max_new_tokens=24)
     )
-    explicit, inherited = [], []
-    for messages in prompts:
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        start = encoded["input_ids"].shape[1]
-        with torch.inference_mode():
-            clean = model.generate(**encoded, max_new_tokens=24, do_sample=False, repetition_penalty=1.0, pad_token_id=0)
-            leaky = model.generate(**encoded, max_new_tokens=24, do_sample=False, pad_token_id=0)
-        explicit.append(tokenizer.decode(clean[0, start:], skip_special_tokens=True))
-        inherited.append(tokenizer.decode(leaky[0, start:], skip_special_tokens=True))
+    explicit = [decode_by_hand(messages, 24, clean=True) for messages in prompts]
+    inherited = [decode_by_hand(messages, 24, clean=False) for messages in prompts]
     assert ours == explicit
     assert inherited != explicit, "the inherited repetition_penalty 1.05 should change this greedy output"
