@@ -45,7 +45,7 @@ def main() -> None:
                 "tiny_cpu",
                 {
                     "init_from": "base",
-                    "data.path": str(data),
+                    "train_file": str(data),
                     "output_dir": str(work / f"run-{length}"),
                     "max_steps": args.steps,
                     "max_completion_length": length,

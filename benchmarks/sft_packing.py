@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from psyche_utils.paths import outputs_dir, outputs_path
-from psyche_utils.train.sft import load_configs, run_sft
+from psyche_utils.train.sft import load_recipe, run_sft
 
 
 def run_once(packing: bool, epochs: float, train_file: Path) -> dict[str, float]:
@@ -69,7 +69,7 @@ def main() -> None:
             runs[packing].append(run_once(packing, args.epochs, args.train_file))
     rows = [min(runs[packing], key=lambda row: row["train_s"]) for packing in (False, True)]
     padded, packed = rows
-    run_args = load_configs("tiny_cpu")[0]
+    run_args = load_recipe("tiny_cpu").parts["run"]
     threads = run_args.cpu_threads or torch.get_num_threads()
     print()
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU(s), training threads {threads}, "
