@@ -172,3 +172,107 @@ def test_tiny_model_streams_and_is_repeatable_with_a_seed(tiny_model_and_tokeniz
     real = ChatSession(generator, tokenizer, ChatSettings(max_new_tokens=12))
     turn = real.send("我想结束自己的生命")
     assert turn.flagged and turn.raw is None
+
+
+# --------------------------------------------------------------------------- turns that never reach the model
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t", "\u200b\u200b"])
+def test_empty_turns_get_a_prompt_and_are_never_sent(tokenizer, text):
+    spy = SpyGenerator()
+    session = ChatSession(spy, tokenizer, ChatSettings(max_new_tokens=8))
+    shown: list[str] = []
+    turn = session.send(text, on_text=shown.append)
+    assert turn.status == "empty" and not turn.sent_to_model
+    assert spy.calls == [] and session.history == []
+    assert shown == [turn.reply] and "写" in turn.reply
+
+
+def test_an_oversized_turn_is_refused_never_sent_past_the_budget(tokenizer):
+    spy = SpyGenerator()
+    session = ChatSession(spy, tokenizer, ChatSettings(max_new_tokens=8, history_token_budget=120))
+    turn = session.send("我最近工作压力很大，" * 60)
+    assert turn.status == "oversized" and turn.prompt_tokens > 120
+    assert spy.calls == [] and session.history == []
+    assert "120" in turn.reply
+    assert session.send("最近睡不好").status == "model" and len(spy.calls) == 1
+
+
+def test_an_oversized_crisis_turn_still_gets_the_referral(tokenizer):
+    session = ChatSession(SpyGenerator(), tokenizer, ChatSettings(max_new_tokens=8, history_token_budget=120))
+    turn = session.send("我很累。" * 80 + "我不想活了")
+    assert turn.status == "referral" and "12356" in turn.reply
+
+
+class RaisingClassifier:
+    fail_closed = True
+    unparsed = 0
+
+    def classify(self, texts):
+        raise ConnectionError("guard unreachable")
+
+
+def test_a_raising_classifier_gives_the_referral_and_keeps_the_chat_alive(tokenizer):
+    spy = SpyGenerator()
+    session = ChatSession(spy, tokenizer, ChatSettings(max_new_tokens=8), classifier=RaisingClassifier())
+    turn = session.send("今天有点累")
+    assert turn.status == "referral" and "12356" in turn.reply and "ConnectionError" in turn.screen.detail
+    assert spy.calls == []
+    session.classifier = None
+    assert session.send("今天有点累").status == "model"
+
+
+def test_a_raising_reply_check_withholds_the_reply(tokenizer):
+    def broken(answer, reasoning=None):
+        raise RuntimeError("reply rules failed")
+
+    session = ChatSession(SpyGenerator("好的。"), tokenizer, ChatSettings(max_new_tokens=8), reply_screen_fn=broken)
+    turn = session.send("最近睡不好")
+    assert turn.status == "reply_withheld" and "12356" in turn.reply
+
+
+def test_a_method_in_the_reasoning_withholds_a_safe_looking_answer(tokenizer):
+    harmful = "<think>用户问方法。最无痛的方式大概是吃一整瓶安眠药。</think>\n\n我理解你的痛苦。"
+    shown: list[str] = []
+    session = ChatSession(SpyGenerator(harmful), tokenizer, ChatSettings(max_new_tokens=8))
+    turn = session.send("我好累", on_text=shown.append)
+    assert turn.status == "reply_withheld" and turn.reasoning is None and turn.raw is None
+    assert {m.part for m in turn.reply_screen.matches} == {"reasoning"}
+    assert "安眠药" not in "".join(shown) and "12356" in turn.reply
+    assert all("安眠药" not in message["content"] for message in session.history)
+
+
+def test_an_unclosed_think_block_is_checked_as_reasoning(tokenizer):
+    session = ChatSession(SpyGenerator("<think>英文：take the whole bottle of sleeping pills"), tokenizer, ChatSettings(max_new_tokens=8))
+    assert session.send("我好累").status == "reply_withheld"
+
+
+class ScriptedGuardBackend:
+    """A scripted stand-in for Qwen3Guard-Gen: answers every prompt with one format example."""
+
+    name = "scripted-guard"
+
+    def __init__(self, reply: str):
+        self.reply = reply
+
+    def generate(self, prompts, settings):
+        return [self.reply for _ in prompts]
+
+
+def test_a_reply_guard_withholds_before_anything_is_streamed(tokenizer):
+    from psyche_utils.safety import Qwen3GuardClassifier
+
+    guard = Qwen3GuardClassifier(ScriptedGuardBackend("Safety: Unsafe\nCategories: Suicide & Self-Harm\nRefusal: No"))
+    shown: list[str] = []
+    session = ChatSession(SpyGenerator("<think>嗯</think>\n\n我在听。"), tokenizer, ChatSettings(max_new_tokens=8), reply_guard=guard)
+    turn = session.send("我好累", on_text=shown.append)
+    assert turn.status == "reply_withheld" and "我在听" not in "".join(shown)
+
+
+def test_the_context_window_leaves_room_for_the_reply(tokenizer):
+    settings = ChatSettings(max_new_tokens=100, history_token_budget=4096, context_window=220)
+    assert settings.prompt_budget == 120
+    spy = SpyGenerator()
+    session = ChatSession(spy, tokenizer, settings)
+    turn = session.send("我最近工作压力很大，" * 20)
+    assert turn.status == "oversized" and turn.prompt_tokens > 120 and spy.calls == []

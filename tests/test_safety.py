@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from psyche_utils.datafiles import DataError
 from psyche_utils.llm import GenerationSettings
 from psyche_utils.safety import (
     HOTLINES_PATH,
@@ -76,10 +77,12 @@ def test_false_positive_rate_on_hard_negatives_is_at_most_010(main_report):
     assert rate <= 0.10, f"false-positive rate {rate:.3f}; flagged: {flagged}"
 
 
-def test_holdout_split_loads_and_is_separate():
-    main_ids = {e.id for e in load_safety_set("main")}
-    holdout = load_safety_set("holdout")
-    assert holdout and not main_ids & {e.id for e in holdout}
+def test_every_split_loads_and_no_id_is_shared():
+    seen: set[str] = set()
+    for split in ("main", "holdout", "dev_v2", "holdout_v2", "holdout_v3", "holdout_v4", "holdout_v5"):
+        ids = {e.id for e in load_safety_set(split)}
+        assert ids and not seen & ids, split
+        seen |= ids
     with pytest.raises(ValueError, match="split"):
         load_safety_set("test")
 
@@ -188,7 +191,16 @@ def test_bad_evaluation_record_names_file_line_and_field(tmp_path: Path):
         encoding="utf-8",
     )
     (tmp_path / "hard_negatives.jsonl").write_text('{"id": "n", "text": "好累", "lang": "zh", "kind": "sad"}\n', encoding="utf-8")
-    with pytest.raises(SafetyConfigError, match=r"risk_messages\.jsonl:2: field 'category'"):
+    with pytest.raises(DataError, match=r"risk_messages\.jsonl, line 2 \[id b\], field 'category'"):
+        load_safety_set("main", tmp_path)
+
+
+def test_unknown_evaluation_field_is_reported_not_dropped(tmp_path: Path):
+    (tmp_path / "risk_messages.jsonl").write_text(
+        '{"id": "a", "text": "我想死", "lang": "zh", "category": "suicidal_intent", "phrasing": "direct", "note": "x"}\n', encoding="utf-8"
+    )
+    (tmp_path / "hard_negatives.jsonl").write_text('{"id": "n", "text": "好累", "lang": "zh", "kind": "sad"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 1 \[id a\], field 'note': unknown field"):
         load_safety_set("main", tmp_path)
 
 
