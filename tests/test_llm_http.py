@@ -285,7 +285,8 @@ def test_concurrency_and_timeout_defaults_and_environment(monkeypatch, server):
         OpenAICompatibleBackend(url, "teacher")
 
 
-def test_no_progress_bar_for_a_single_request(server, capsys):
+def test_no_progress_bar_for_a_single_request(server, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # make test switches bars off for kept notebook copies
     _, url = server
     backend = OpenAICompatibleBackend(url, "teacher", max_retries=0)
     backend.generate([prompt("a")], SETTINGS)
