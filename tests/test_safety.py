@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from backends import RecordingBackend
 
 from psyche_utils.datafiles import DataError
-from psyche_utils.llm import GenerationSettings
 from psyche_utils.safety import (
     HOTLINES_PATH,
     LLMRiskClassifier,
@@ -237,20 +237,6 @@ def test_referral_is_in_the_users_language_and_lists_only_checked_numbers():
 
 
 # --------------------------------------------------------------------------- optional LLM classifier
-
-
-class RecordingBackend:
-    """Returns scripted replies and records every prompt it was sent."""
-
-    name = "recording"
-
-    def __init__(self, replies: list[str]):
-        self.replies = replies
-        self.prompts: list[list[dict[str, str]]] = []
-
-    def generate(self, prompts, settings: GenerationSettings) -> list[str]:
-        self.prompts.extend(prompts)
-        return [self.replies[i % len(self.replies)] for i in range(len(prompts))]
 
 
 @pytest.mark.parametrize(

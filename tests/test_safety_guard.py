@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from backends import RecordingBackend
 
-from psyche_utils.llm import GenerationSettings
 from psyche_utils.safety import (
     GuardOutput,
     GuardParseError,
@@ -21,20 +21,6 @@ from psyche_utils.safety import (
     qwen3guard_response_prompt,
     screen_many,
 )
-
-
-class ScriptedBackend:
-    """A scripted stand-in for a guard model: returns the given strings, records the prompts."""
-
-    name = "scripted"
-
-    def __init__(self, replies: list[str]):
-        self.replies = replies
-        self.prompts: list[list[dict[str, str]]] = []
-
-    def generate(self, prompts, settings: GenerationSettings) -> list[str]:
-        self.prompts.extend(prompts)
-        return [self.replies[i % len(self.replies)] for i in range(len(prompts))]
 
 
 class RaisingClassifier:
@@ -85,7 +71,7 @@ def test_prompts_follow_the_model_card_layout():
 def test_only_crisis_categories_at_flagging_severities_route_to_the_referral():
     config = load_guard_config()
     guard = Qwen3GuardClassifier(
-        ScriptedBackend(
+        RecordingBackend(
             [
                 "Safety: Unsafe\nCategories: Suicide & Self-Harm",
                 "Safety: Controversial\nCategories: Violent",
@@ -102,15 +88,15 @@ def test_only_crisis_categories_at_flagging_severities_route_to_the_referral():
 
 
 def test_unparsable_guard_output_is_counted_and_fails_closed_on_request():
-    closed = Qwen3GuardClassifier(ScriptedBackend(["I cannot help with that."]), fail_closed=True)
+    closed = Qwen3GuardClassifier(RecordingBackend(["I cannot help with that."]), fail_closed=True)
     assert all(r.flagged and r.category == "unclassified" for r in closed.classify(["x", "y"]))
     assert closed.unparsed == 2
-    open_ = Qwen3GuardClassifier(ScriptedBackend(["I cannot help with that."]), fail_closed=False)
+    open_ = Qwen3GuardClassifier(RecordingBackend(["I cannot help with that."]), fail_closed=False)
     assert not any(r.flagged for r in open_.classify(["x"])) and open_.unparsed == 1
 
 
 def test_response_moderation_sends_the_pair():
-    backend = ScriptedBackend(["Safety: Unsafe\nCategories: Suicide & Self-Harm\nRefusal: No"])
+    backend = RecordingBackend(["Safety: Unsafe\nCategories: Suicide & Self-Harm\nRefusal: No"])
     verdict = Qwen3GuardClassifier(backend).classify_replies([("我好累", "那就结束吧")])[0]
     assert verdict.flagged and backend.prompts[0][1] == {"role": "assistant", "content": "那就结束吧"}
 
