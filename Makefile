@@ -40,13 +40,14 @@ tutorial: env
 book: tutorial
 	$(RUN_ENV) $(BIN)/python -m psyche_utils.book render --executed-dir $(EXECUTED) --output-dir outputs/book
 
-## Unit tests in parallel; every numbered notebook once (timed); every solutions notebook under nbmake;
+## Unit tests in parallel; every numbered notebook once (timed); the solutions notebooks under nbmake, in parallel
+## (each writes its exercise runs under its own outputs/exercises/ folder);
 ## checks on the executed copies (no warnings, figures inline, pages render in Chromium); the sentinel check.
 test: env
 	@started=$$(date +%s); \
 	$(RUN_ENV) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not executed" tests && \
 	$(RUN_ENV) $(BIN)/python -m psyche_utils.book execute --timeout $(NB_TIMEOUT) --output-dir $(EXECUTED) && \
-	$(RUN_ENV) $(BIN)/pytest --nbmake --nbmake-timeout=$(NB_TIMEOUT) notebooks/solutions && \
+	$(RUN_ENV) $(BIN)/pytest -n $(PYTEST_WORKERS) --nbmake --nbmake-timeout=$(NB_TIMEOUT) notebooks/solutions && \
 	$(RUN_ENV) PSYCHE_EXECUTED_REQUIRED=1 $(BIN)/pytest tests/test_executed_notebooks.py && \
 	$(RUN_ENV) $(BIN)/python -m psyche_utils.notebook check-sentinels --profile $(PROFILE) --since $$started
 

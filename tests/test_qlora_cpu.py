@@ -128,6 +128,9 @@ def test_full_sft_recipe_under_zero3_on_two_cpu_processes(tmp_path: Path, tiny_m
     assert "2 process(es)" in output and "recipe configs/sft/full_8gpu.yaml" in output
     saved = load_file(out / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in saved.values())
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    embedding = saved["model.embed_tokens.weight"]
+    assert embedding.shape == (config["vocab_size"], config["hidden_size"]), "ZeRO-3 shards were gathered on save"
 
 
 def test_full_grpo_recipe_under_zero3_on_two_cpu_processes(tmp_path: Path, tiny_model_path):
